@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,6 +92,20 @@ def test_http_through_envoy_and_baseline(echo: EchoUpstream) -> None:
     envoy.stop()  # idempotent
 
 
+def test_chunked_body_and_log_wait_errors(echo: EchoUpstream) -> None:
+    config = _http_config(echo)
+    with Envoy(config, log_level="warning", component_log_level=None) as envoy:
+        conn = http.client.HTTPConnection("127.0.0.1", _listener_port(config), timeout=10)
+        conn.request("POST", "/chunked", body=iter([b"abc", b"defg"]), encode_chunked=True)
+        got = json.loads(conn.getresponse().read())
+        conn.close()
+        assert got["body"] == "abcdefg" and got["headers"]["transfer-encoding"] == "chunked"
+        with pytest.raises(EnvoyError, match="never matched"):
+            envoy.wait_for_log(r"this line is never logged", timeout=0.2)
+        with pytest.raises(EnvoyError, match="404"):
+            envoy.admin_get("/no-such-admin-page")
+
+
 def test_two_envoys_side_by_side(echo: EchoUpstream) -> None:
     first, second = _http_config(echo), _http_config(echo)
     with Envoy(first) as a, Envoy(second) as b:
@@ -115,11 +132,18 @@ def test_validate_wasm_configs(minimal_wasm: Path, tmp_path: Path) -> None:
                                    extra_clusters={"auth": ("127.0.0.1", free_port())}, **common))
     validate_config(tcp_bootstrap(clusters={"a": ("127.0.0.1", free_port())},
                                   default_cluster="a", **common))
-    corrupt = tmp_path / "corrupt.wasm"
-    corrupt.write_bytes(b"\0asm garbage")
-    with pytest.raises(EnvoyError, match="Unable to create Wasm plugin"):
-        validate_config(http_bootstrap(**{**common, "wasm_path": corrupt},
-                                       upstream=("127.0.0.1", free_port())))
+    # Validate mode loads the module for real: missing, corrupt or trapping at start -> rejected.
+    trapping = tmp_path / "trap.wasm"
+    trapping.write_bytes(wasmtime.wat2wasm(MINIMAL_WAT.replace(
+        "(memory", '(func (export "proxy_on_vm_start") (param i32 i32) (result i32) unreachable)'
+        ' (memory')))
+    (corrupt := tmp_path / "corrupt.wasm").write_bytes(b"\0asm garbage")
+    for wasm, reason in [(tmp_path / "missing.wasm", "Invalid path"),
+                         (corrupt, "Unable to create Wasm plugin"),
+                         (trapping, "proxy_on_vm_start failed")]:
+        with pytest.raises(EnvoyError, match=reason):
+            validate_config(http_bootstrap(**{**common, "wasm_path": wasm},
+                                           upstream=("127.0.0.1", free_port())))
 
 
 def test_builders_refuse_non_loopback() -> None:
@@ -137,6 +161,23 @@ def test_start_fails_cleanly_when_port_taken(echo: EchoUpstream) -> None:
     message = str(info.value)
     assert "Address already in use" in message and "[critical]" in message
     assert envoy.pid is not None and _gone(envoy.pid) and not envoy.running
+
+
+def test_forgotten_envoy_is_stopped_at_interpreter_exit() -> None:
+    script = (
+        "from pywasm_sdk.tooling.envoy import *\n"
+        "cfg = http_bootstrap(wasm_path=None, listener_port=free_port(),\n"
+        "                     upstream=('127.0.0.1', free_port()), admin_port=free_port())\n"
+        "envoy = Envoy(cfg).start()\n"
+        "print(envoy.pid, flush=True)\n"
+        "raise SystemExit('left running on purpose')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "left running on purpose" in done.stderr
+    assert _gone(int(done.stdout.strip()))
 
 
 def test_tcp_proxy_to_banner_server() -> None:

@@ -199,3 +199,42 @@ def wit_world(abi: Abi | None = None) -> str:
     lines += [f"  {c.wit()}" for c in abi.callbacks.values()]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def runtime_module_source(abi: Abi | None = None) -> str:
+    """Source of ``pywasm_sdk/_abi.py``: the ABI's enums and names for the compiled-in SDK.
+
+    The runtime cannot read YAML inside the proxy, so the constants are generated once and
+    committed; ``tests/test_abi.py`` fails when the file and the YAML disagree.
+    Regenerate with ``python -m pywasm_sdk.tooling.abi``.
+    """
+    abi = abi or load()
+    out = [
+        '"""The proxy-wasm ABI constants. GENERATED from abi/proxy_wasm.yaml: do not edit.',
+        "",
+        "Regenerate with ``python -m pywasm_sdk.tooling.abi``.",
+        '"""',
+        "",
+        "from enum import IntEnum",
+        "",
+        f"ABI_VERSION = {abi.version!r}",
+        "",
+    ]
+    for enum, members in abi.enums.items():
+        out += ["", f"class {enum}(IntEnum):"]
+        out += [f"    {name} = {value}" for name, value in members.items()]
+        out.append("")
+    out += ["", "#: every hostcall the host provides (the names the raw bindings must have)",
+            "HOSTCALLS = ("]
+    out += [f"    {name!r}," for name in abi.hostcalls]
+    out += [")", "", "#: every callback the host may call", "CALLBACKS = ("]
+    out += [f"    {name!r}," for name in abi.callbacks]
+    out += [")", "", "#: host limits of the wire formats"]
+    out += [f"{k.upper()} = {v}" for k, v in abi.limits.items()]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    target = resources.sdk_source_root() / "pywasm_sdk" / "_abi.py"
+    target.write_text(runtime_module_source())
+    print(f"wrote {target}")

@@ -445,7 +445,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         if "chunked" not in self.headers.get("transfer-encoding", "").lower():
             return self.rfile.read(int(self.headers.get("content-length") or 0))
-        chunks = []  # Envoy re-chunks a body whose length a filter changed
+        chunks = []  # Envoy forwards a chunked request body still chunked
         while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
             chunks.append(self.rfile.read(size))
             self.rfile.readline()
@@ -514,7 +514,6 @@ def http_request(port: int, path: str = "/", *, method: str = "GET",
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, _join_headers(resp.getheaders()), data
+        return resp.status, _join_headers(resp.getheaders()), resp.read()
     finally:
         conn.close()

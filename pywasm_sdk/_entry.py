@@ -1,0 +1,24 @@
+"""What the generated entry module runs at the end of pre-initialisation (during the build).
+
+The proxy has no filesystem, so whatever tracebacks will need later is captured now: the
+source lines of the plugin's modules, and the folders they came from (componentize-py shows
+them as /0/, /1/, ...).
+"""
+
+from __future__ import annotations
+
+import linecache
+import sys
+
+from . import _dispatch
+
+
+def finish_import(real_paths: dict[str, str]) -> None:
+    _dispatch._path_map.update(real_paths)
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__file__", None) or ""
+        if name.endswith(".py") and name.startswith(tuple(real_paths)):
+            lines = linecache.getlines(name)
+            if lines:
+                # mtime None: linecache.checkcache() keeps the entry although the file is gone
+                linecache.cache[name] = (sum(map(len, lines)), None, lines, name)

@@ -1,0 +1,197 @@
+"""The classes a plugin author subclasses: RootContext, HttpContext, StreamContext.
+
+A proxy creates one root context per plugin configuration in each VM (one VM per worker
+thread) and one stream context per HTTP request or TCP connection. Override the ``on_*``
+methods you need; the SDK exports to the proxy only the callbacks your classes override, so
+an unused callback costs nothing per request.
+
+Callbacks return an :class:`Action` where the proxy expects one (``None`` means CONTINUE) and a
+bool where it expects one (``None`` means True). An exception that escapes a callback is logged
+with its traceback and the callback answers its documented default (see :mod:`._dispatch`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from . import hostcalls
+from ._abi import Action, PeerType, StreamType
+from .http import (DOWNSTREAM_DATA, REQUEST_BODY, REQUEST_HEADERS, REQUEST_TRAILERS,
+                   RESPONSE_BODY, RESPONSE_HEADERS, RESPONSE_TRAILERS, UPSTREAM_DATA,
+                   HeaderPairs, pairs_to_bytes)
+from .wire import to_bytes
+
+#: gRPC status meaning "no grpc-status header" for send_local_response
+_NO_GRPC_STATUS = -1
+
+
+class Context:
+    """What every context has: its id, and the callbacks the proxy calls on any context."""
+
+    def __init__(self, context_id: int) -> None:
+        self.context_id = context_id
+
+    def on_done(self) -> bool:
+        """The proxy is done with this context. Return False to finish later with ``done()``."""
+        return True
+
+    def on_log(self) -> None:
+        """Access-log time: request and response headers are still readable."""
+
+    def on_delete(self) -> None:
+        """The context is gone; release what you hold for it."""
+
+
+class RootContext(Context):
+    """One per plugin configuration per VM: configuration, timers and stream factories.
+
+    Declare the class of your streams' contexts with ``http_context = MyHttpContext`` (or
+    ``stream_context`` for TCP); override ``new_http_context`` only to pass extra arguments.
+    """
+
+    #: the HttpContext subclass created for each HTTP stream
+    http_context: ClassVar[type[HttpContext] | None] = None
+    #: the StreamContext subclass created for each TCP connection
+    stream_context: ClassVar[type[StreamContext] | None] = None
+
+    def __init__(self, context_id: int) -> None:
+        super().__init__(context_id)
+        #: the VM configuration (``vm_config.configuration``), set before on_vm_start
+        self.vm_config: bytes = b""
+        #: the plugin configuration (``configuration``), set before on_configure
+        self.plugin_config: bytes = b""
+
+    def on_vm_start(self, vm_config: bytes) -> bool:
+        """The VM started; return False to fail it. Called once per VM."""
+        return True
+
+    def on_configure(self, plugin_config: bytes) -> bool:
+        """A (new) plugin configuration arrived; return False (or raise ConfigurationError) to
+        reject it, which makes Envoy reject the listener or filter configuration."""
+        return True
+
+    def on_tick(self) -> None:
+        """The timer set with ``set_tick_period`` fired."""
+
+    def on_queue_ready(self, queue_id: int) -> None:
+        """A shared queue this root context registered has items."""
+
+    def new_http_context(self, context_id: int) -> HttpContext | None:
+        """Create the context of a new HTTP stream (default: ``self.http_context(context_id, self)``)."""
+        cls = self.http_context
+        return cls(context_id, self) if cls is not None else None
+
+    def new_stream_context(self, context_id: int) -> StreamContext | None:
+        """Create the context of a new TCP connection (default: ``self.stream_context(...)``)."""
+        cls = self.stream_context
+        return cls(context_id, self) if cls is not None else None
+
+    def set_tick_period(self, milliseconds: int) -> None:
+        """Call on_tick every ``milliseconds`` (0 stops the timer). Valid in root callbacks."""
+        hostcalls.set_tick_period(milliseconds)
+
+
+class HttpContext(Context):
+    """One HTTP request and its response, as they pass through the proxy.
+
+    Callbacks run in this order (each only when the stream has that part): request headers,
+    request body (once per chunk), request trailers, response headers, response body, response
+    trailers, then on_log, on_done and on_delete.
+    """
+
+    request_headers = REQUEST_HEADERS
+    request_trailers = REQUEST_TRAILERS
+    response_headers = RESPONSE_HEADERS
+    response_trailers = RESPONSE_TRAILERS
+    request_body = REQUEST_BODY
+    response_body = RESPONSE_BODY
+
+    def __init__(self, context_id: int, root: RootContext) -> None:
+        super().__init__(context_id)
+        self.root = root
+
+    def on_request_headers(self, num_headers: int, end_of_stream: bool) -> Action | None:
+        """Request headers arrived (readable and writable through ``self.request_headers``)."""
+        return Action.CONTINUE
+
+    def on_request_body(self, body_size: int, end_of_stream: bool) -> Action | None:
+        """A chunk of request body arrived; ``body_size`` is what is buffered so far.
+        Return PAUSE to buffer until ``end_of_stream``."""
+        return Action.CONTINUE
+
+    def on_request_trailers(self, num_trailers: int) -> Action | None:
+        """Request trailers arrived."""
+        return Action.CONTINUE
+
+    def on_response_headers(self, num_headers: int, end_of_stream: bool) -> Action | None:
+        """Response headers arrived (``self.response_headers``)."""
+        return Action.CONTINUE
+
+    def on_response_body(self, body_size: int, end_of_stream: bool) -> Action | None:
+        """A chunk of response body arrived (see on_request_body)."""
+        return Action.CONTINUE
+
+    def on_response_trailers(self, num_trailers: int) -> Action | None:
+        """Response trailers arrived."""
+        return Action.CONTINUE
+
+    def send_local_response(self, status: int, body: str | bytes = b"",
+                            headers: HeaderPairs | None = None, grpc_status: int | None = None,
+                            details: str = "") -> None:
+        """Answer the request from the plugin instead of the upstream.
+
+        The proxy sends it when the current callback returns; return ``Action.PAUSE`` from a
+        request callback afterwards so that the request goes no further. ``details`` appears
+        in Envoy's access log as the response code details.
+        """
+        hostcalls.send_local_response(status, details, to_bytes(body), pairs_to_bytes(headers),
+                                      _NO_GRPC_STATUS if grpc_status is None else grpc_status)
+
+    def resume_request(self) -> None:
+        """Continue a request paused by returning PAUSE (e.g. after an HTTP call answered)."""
+        hostcalls.continue_stream(StreamType.HTTP_REQUEST)
+
+    def resume_response(self) -> None:
+        """Continue a paused response."""
+        hostcalls.continue_stream(StreamType.HTTP_RESPONSE)
+
+    def reset(self) -> None:
+        """Reset the stream (the client sees the connection or stream reset)."""
+        hostcalls.close_stream(StreamType.HTTP_REQUEST)
+
+
+class StreamContext(Context):
+    """One TCP connection through a network filter."""
+
+    downstream_data = DOWNSTREAM_DATA
+    upstream_data = UPSTREAM_DATA
+
+    def __init__(self, context_id: int, root: RootContext) -> None:
+        super().__init__(context_id)
+        self.root = root
+
+    def on_new_connection(self) -> Action | None:
+        """A client connected; return PAUSE to hold the connection."""
+        return Action.CONTINUE
+
+    def on_downstream_data(self, data_size: int, end_of_stream: bool) -> Action | None:
+        """Bytes from the client (``self.downstream_data``)."""
+        return Action.CONTINUE
+
+    def on_upstream_data(self, data_size: int, end_of_stream: bool) -> Action | None:
+        """Bytes from the upstream (``self.upstream_data``)."""
+        return Action.CONTINUE
+
+    def on_downstream_connection_close(self, peer: PeerType) -> None:
+        """The client side closed (``peer`` says which side closed it)."""
+
+    def on_upstream_connection_close(self, peer: PeerType) -> None:
+        """The upstream side closed."""
+
+    def resume_downstream(self) -> None:
+        """Continue reading from the client after a PAUSE."""
+        hostcalls.continue_stream(StreamType.DOWNSTREAM)
+
+    def close(self) -> None:
+        """Close the connection (after flushing what was written)."""
+        hostcalls.close_stream(StreamType.DOWNSTREAM)

@@ -1,0 +1,224 @@
+"""The one seam between the SDK and a host, and a thin typed wrapper over each hostcall.
+
+Rule of this module: nothing else in the SDK calls the raw imports. The raw functions are this
+module's globals, named as in the ABI (``proxy_log``, ``proxy_get_header_map_value``, ...), and
+:func:`install` binds them to a host: the componentize-py bindings inside the proxy, or the mock
+host's in-process implementation in tests. Until then they raise :class:`NoHostError`, which
+is what a plugin sees when it calls the host at import time (during the build).
+
+Raw calling convention (the WIT world generated from abi/proxy_wasm.yaml): inputs are ints,
+``bytes`` or ``str``; a hostcall without outputs returns its status; one with outputs returns
+``(status, *outputs)`` with zeroed outputs when the status is not OK.
+
+Each wrapper maps the statuses its call may legitimately return ("absent" becomes None) and
+raises :class:`HostCallError` (typed by status) for any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._abi import HOSTCALLS, BufferType, MapType, Status
+from .errors import NoHostError, error_for
+from .wire import Pairs, decode_pairs, encode_pairs
+
+_OK = Status.OK
+_NOT_FOUND = Status.NOT_FOUND
+_EMPTY = Status.EMPTY
+
+
+def _no_host(name: str):
+    def call(*_args: Any) -> Any:
+        raise NoHostError(
+            f"{name}: the host is not available here. Plugins are imported while `pywasm build` "
+            "pre-initialises them, where no proxy exists: call the host (log, headers, "
+            "properties, ...) from a callback such as on_vm_start or on_configure, not at "
+            "module level."
+        )
+
+    call.__name__ = name
+    return call
+
+
+def install(raw: Any) -> None:
+    """Bind every raw hostcall to ``raw.<name>`` (a module or an object with those functions)."""
+    missing = [n for n in HOSTCALLS if not hasattr(raw, n)]
+    if missing:
+        raise TypeError(f"host implementation lacks {', '.join(missing)}")
+    g = globals()
+    for name in HOSTCALLS:
+        g[name] = getattr(raw, name)
+
+
+def uninstall() -> None:
+    """Detach the host: every raw hostcall raises NoHostError again."""
+    g = globals()
+    for name in HOSTCALLS:
+        g[name] = _no_host(name)
+
+
+uninstall()
+
+# Raw hostcalls, bound by install(); declared for readers and type checkers.
+proxy_log: Any
+proxy_get_log_level: Any
+proxy_get_current_time_nanoseconds: Any
+proxy_set_tick_period_milliseconds: Any
+proxy_get_buffer_bytes: Any
+proxy_get_buffer_status: Any
+proxy_set_buffer_bytes: Any
+proxy_get_header_map_pairs: Any
+proxy_set_header_map_pairs: Any
+proxy_get_header_map_value: Any
+proxy_add_header_map_value: Any
+proxy_replace_header_map_value: Any
+proxy_remove_header_map_value: Any
+proxy_continue_stream: Any
+proxy_close_stream: Any
+proxy_send_local_response: Any
+proxy_get_property: Any
+proxy_set_property: Any
+proxy_call_foreign_function: Any
+
+
+# -- logging -------------------------------------------------------------------------------
+
+def log(level: int, message: str) -> None:
+    status = proxy_log(level, message)
+    if status:
+        raise error_for("proxy_log", status)
+
+
+def get_log_level() -> int:
+    status, level = proxy_get_log_level()
+    if status:
+        raise error_for("proxy_get_log_level", status)
+    return level
+
+
+def get_current_time_ns() -> int:
+    status, now = proxy_get_current_time_nanoseconds()
+    if status:
+        raise error_for("proxy_get_current_time_nanoseconds", status)
+    return now
+
+
+def set_tick_period(milliseconds: int) -> None:
+    status = proxy_set_tick_period_milliseconds(milliseconds)
+    if status:
+        raise error_for("proxy_set_tick_period_milliseconds", status)
+
+
+# -- buffers -------------------------------------------------------------------------------
+
+def get_buffer(buffer_type: int, start: int = 0, max_size: int = 0xFFFFFFFF) -> bytes | None:
+    """Bytes of a buffer, or None when the buffer does not exist in this callback."""
+    status, data = proxy_get_buffer_bytes(buffer_type, start, max_size)
+    if status:
+        if status == _NOT_FOUND:
+            return None
+        raise error_for("proxy_get_buffer_bytes", status, BufferType(buffer_type).name)
+    return data
+
+
+def get_buffer_size(buffer_type: int) -> int | None:
+    status, size, _flags = proxy_get_buffer_status(buffer_type)
+    if status:
+        if status == _NOT_FOUND:
+            return None
+        raise error_for("proxy_get_buffer_status", status, BufferType(buffer_type).name)
+    return size
+
+
+def set_buffer(buffer_type: int, start: int, size: int, data: bytes) -> None:
+    status = proxy_set_buffer_bytes(buffer_type, start, size, data)
+    if status:
+        raise error_for("proxy_set_buffer_bytes", status, BufferType(buffer_type).name)
+
+
+# -- header maps ---------------------------------------------------------------------------
+
+def get_map_pairs(map_type: int) -> Pairs:
+    status, blob = proxy_get_header_map_pairs(map_type)
+    if status:
+        raise error_for("proxy_get_header_map_pairs", status, MapType(map_type).name)
+    return decode_pairs(blob)
+
+
+def set_map_pairs(map_type: int, pairs: Pairs) -> None:
+    status = proxy_set_header_map_pairs(map_type, encode_pairs(pairs))
+    if status:
+        raise error_for("proxy_set_header_map_pairs", status, MapType(map_type).name)
+
+
+def get_map_value(map_type: int, key: bytes) -> bytes | None:
+    status, value = proxy_get_header_map_value(map_type, key)
+    if status:
+        if status == _NOT_FOUND:
+            return None
+        raise error_for("proxy_get_header_map_value", status, MapType(map_type).name)
+    return value
+
+
+def add_map_value(map_type: int, key: bytes, value: bytes) -> None:
+    status = proxy_add_header_map_value(map_type, key, value)
+    if status:
+        raise error_for("proxy_add_header_map_value", status, MapType(map_type).name)
+
+
+def replace_map_value(map_type: int, key: bytes, value: bytes) -> None:
+    status = proxy_replace_header_map_value(map_type, key, value)
+    if status:
+        raise error_for("proxy_replace_header_map_value", status, MapType(map_type).name)
+
+
+def remove_map_value(map_type: int, key: bytes) -> None:
+    status = proxy_remove_header_map_value(map_type, key)
+    if status:
+        raise error_for("proxy_remove_header_map_value", status, MapType(map_type).name)
+
+
+# -- streams -------------------------------------------------------------------------------
+
+def continue_stream(stream_type: int) -> None:
+    status = proxy_continue_stream(stream_type)
+    if status:
+        raise error_for("proxy_continue_stream", status)
+
+
+def close_stream(stream_type: int) -> None:
+    status = proxy_close_stream(stream_type)
+    if status:
+        raise error_for("proxy_close_stream", status)
+
+
+def send_local_response(status_code: int, details: str, body: bytes, headers: Pairs,
+                        grpc_status: int) -> None:
+    status = proxy_send_local_response(status_code, details, body, encode_pairs(headers), grpc_status)
+    if status:
+        raise error_for("proxy_send_local_response", status)
+
+
+# -- properties and foreign functions ------------------------------------------------------
+
+def get_property(path: bytes) -> bytes | None:
+    """The raw value of a property, or None when it does not exist."""
+    status, value = proxy_get_property(path)
+    if status:
+        if status == _NOT_FOUND:
+            return None
+        raise error_for("proxy_get_property", status, repr(path.replace(b"\0", b".").decode(errors="replace")))
+    return value
+
+
+def set_property(path: bytes, value: bytes) -> None:
+    status = proxy_set_property(path, value)
+    if status:
+        raise error_for("proxy_set_property", status)
+
+
+def call_foreign_function(name: str, arguments: bytes) -> bytes:
+    status, result = proxy_call_foreign_function(name, arguments)
+    if status:
+        raise error_for("proxy_call_foreign_function", status, name)
+    return result

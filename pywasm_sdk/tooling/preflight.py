@@ -1,0 +1,72 @@
+"""Import a plugin natively, before componentize-py does, to report mistakes clearly.
+
+Run in a child process (``python -m pywasm_sdk.tooling.preflight RESULT.json DIR MODULE``) so
+that the plugin's code never runs in the build process and every build starts clean. The
+child imports the plugin exactly as the pre-initialisation inside the build will (no host
+attached), and writes what it found to RESULT.json:
+
+- ``{"ok": true, "callbacks": [...], "roots": [...], "modules": [...]}``: the ABI callbacks
+  the registered classes use, the root_ids, and the plugin's own modules;
+- ``{"ok": false, "error": "...", "file": ..., "line": ...}``: a message that says what was wrong
+  and where.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+
+def _where(exc: BaseException, plugin_dir: Path) -> tuple[str | None, int | None]:
+    """The innermost frame of the traceback that is in the plugin's folder."""
+    found: tuple[str | None, int | None] = (None, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve().is_relative_to(plugin_dir):
+            found = (frame.filename, frame.lineno)
+    return found
+
+
+def run(plugin_dir: Path, module: str) -> dict:
+    from pywasm_sdk import _dispatch
+    from pywasm_sdk.errors import NoHostError
+
+    sys.path.insert(0, str(plugin_dir))
+    try:
+        __import__(module)
+    except SyntaxError as exc:
+        return {"ok": False, "error": f"syntax error: {exc.msg}", "file": exc.filename,
+                "line": exc.lineno, "text": (exc.text or "").rstrip("\n")}
+    except ModuleNotFoundError as exc:
+        file, line = _where(exc, plugin_dir)
+        return {"ok": False, "file": file, "line": line,
+                "error": f"cannot import module {exc.name!r}: it is neither in the plugin's folder, "
+                         "the standard library nor the installed packages"}
+    except NoHostError as exc:
+        file, line = _where(exc, plugin_dir)
+        return {"ok": False, "file": file, "line": line, "error": f"a hostcall at import time: {exc}"}
+    except BaseException as exc:  # noqa: BLE001 - any failure of the plugin is reported
+        file, line = _where(exc, plugin_dir)
+        return {"ok": False, "file": file, "line": line,
+                "error": "importing the plugin raised:\n" + "".join(traceback.format_exception(exc)).rstrip()}
+    if not _dispatch.registrations():
+        return {"ok": False, "file": str(plugin_dir / f"{module}.py"), "line": None,
+                "error": "the plugin registers no root context: call register(...) at module level, "
+                         "e.g. `register(http=MyHttpContext)` or `register(MyRootContext)`"}
+    modules = sorted(
+        name for name, mod in list(sys.modules.items())
+        if getattr(mod, "__file__", None) and Path(mod.__file__).resolve().is_relative_to(plugin_dir)
+    )
+    return {"ok": True, "callbacks": _dispatch.used_callbacks(),
+            "roots": [r.root_id for r in _dispatch.registrations()], "modules": modules}
+
+
+def main() -> None:
+    result_path, plugin_dir, module = sys.argv[1:4]
+    result = run(Path(plugin_dir).resolve(), module)
+    Path(result_path).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
