@@ -29,7 +29,7 @@ def parse_config(raw: bytes) -> list[tuple[str, str]]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigurationError(f"the configuration is not UTF-8 text (byte {exc.start})") from None
-    if text.lstrip().startswith("{"):
+    if text.lstrip()[:1] in ("{", "[", '"'):  # JSON (a line of name=value never starts so)
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
