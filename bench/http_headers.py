@@ -87,6 +87,13 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def system_busy_ticks() -> int:
+    """Busy (non-idle, non-iowait) CPU ticks of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return user + nice + system + irq + softirq + steal
+
+
 def cpu_ticks(pid: int) -> int:
     """utime + stime of a process (all threads) in clock ticks, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -237,8 +244,8 @@ def block_order(blocks_each: int) -> list[int]:
     return order
 
 
-def phase_load(envoy: Envoy, filter_port: int, baseline_port: int, requests: int,
-               block: int, warmup: int) -> dict[str, Any]:
+def phase_load(envoy: Envoy, upstream: Upstream, filter_port: int, baseline_port: int,
+               requests: int, block: int, warmup: int) -> dict[str, Any]:
     assert envoy.pid is not None
     pid = envoy.pid
     clients = [Client(filter_port), Client(baseline_port)]
@@ -257,6 +264,8 @@ def phase_load(envoy: Envoy, filter_port: int, baseline_port: int, requests: int
         say(f"measuring: {blocks_each} blocks of {block} requests per listener, interleaved")
         gc.collect()
         gc.disable()
+        ours = (pid, upstream.proc.pid, os.getpid())
+        busy0, ours0, wall0 = system_busy_ticks(), sum(cpu_ticks(p) for p in ours), time.monotonic()
         try:
             last_report = time.monotonic()
             for n, which in enumerate(order):
@@ -274,12 +283,17 @@ def phase_load(envoy: Envoy, filter_port: int, baseline_port: int, requests: int
                     gc.collect()  # between blocks only
         finally:
             gc.enable()
+        wall = time.monotonic() - wall0
+        others = (system_busy_ticks() - busy0) - (sum(cpu_ticks(p) for p in ours) - ours0)
     finally:
         for c in clients:
             c.close()
     # Neighbouring blocks pair up (the order is balanced): per-pair difference of block medians.
     pair_diffs = [f - b for f, b in zip(block_p50[0], block_p50[1])]
-    out: dict[str, Any] = {"requests_per_listener": len(lat[0]), "block": block, "warmup": warmup}
+    out: dict[str, Any] = {"requests_per_listener": len(lat[0]), "block": block, "warmup": warmup,
+                           "seconds": wall,
+                           # CPU used by other processes meanwhile, in cores (0 = quiet machine)
+                           "other_processes_cores": max(0, others) / CLK_TCK / wall}
     for which, name in enumerate(("filter", "baseline")):
         s = sorted(lat[which])
         out[name] = {
@@ -327,7 +341,10 @@ def report(r: dict[str, Any]) -> str:
     def row(label: str, a: float, bb: float, fmt: str) -> None:
         add(f"{label:24}{a:>{w}{fmt}}{bb:>{w}{fmt}}{a - bb:>+{w}{fmt}}{ratio(a, bb):>{w - 5}.2f}x")
 
-    row("start to ready (s)", st["plugin_ready_seconds"], st["baseline_ready_seconds"], ".2f")
+    row(f"start to ready (s) [{len(st['plugin_ready_all'])}]", st["plugin_ready_seconds"],
+        st["baseline_ready_seconds"], ".2f")
+    add(f"{'':24}(plugin starts: {', '.join(f'{x:.2f}' for x in st['plugin_ready_all'])} s; "
+        f"no wasm: {', '.join(f'{x:.2f}' for x in st['baseline_ready_all'])} s)")
     row("RSS after start (MB)", st["plugin_rss_kb"] / 1e3, st["baseline_rss_kb"] / 1e3, ".1f")
     row("peak RSS, VmHWM (MB)", st["plugin_hwm_kb"] / 1e3, st["baseline_hwm_kb"] / 1e3, ".1f")
     add(f"{'':24}(RSS of the plugin Envoy after the load run: "
@@ -345,6 +362,9 @@ def report(r: dict[str, Any]) -> str:
     add("")
     add(f"added p50 per block pair: median {pairs['median']:+.1f} us, "
         f"IQR [{pairs['q25']:+.1f}, {pairs['q75']:+.1f}] us over {pairs['pairs']} pairs")
+    add(f"noise: other processes used {lat['other_processes_cores']:.2f} cores during the "
+        f"{lat['seconds']:.0f} s load phase; load average before {r['loadavg_before'][0]:.2f}, "
+        f"after {r['loadavg_after'][0]:.2f}; whole run {r['seconds_total']:.0f} s")
     return "\n".join(lines)
 
 
@@ -362,8 +382,8 @@ def main() -> int:
                         help="requests per interleaved block (default 200)")
     parser.add_argument("--warmup", type=int, default=1000,
                         help="warm-up requests per listener (default 1000)")
-    parser.add_argument("--starts", type=int, default=1,
-                        help="Envoy starts per variant for the start-time median (default 1)")
+    parser.add_argument("--starts", type=int, default=3,
+                        help="Envoy starts per variant; start time and RSS are medians (default 3)")
     parser.add_argument("--wasm", type=Path,
                         help="use this already built module instead of building (no build figures)")
     args = parser.parse_args()
@@ -375,6 +395,7 @@ def main() -> int:
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}",
         "python": platform.python_version(), "envoy_version": envoy_version(),
         "concurrency": args.concurrency, "plugin_config": PLUGIN_CONFIG,
+        "loadavg_before": os.getloadavg(),
     }
     with tempfile.TemporaryDirectory(prefix="pywasm-bench-") as tmp:
         if args.wasm:
@@ -404,8 +425,8 @@ def main() -> int:
                         continue
                     filter_port, baseline_port = ports(config)
                     check_header(filter_port, baseline_port)
-                    results["load"] = phase_load(envoy, filter_port, baseline_port, args.requests,
-                                                 args.block, args.warmup)
+                    results["load"] = phase_load(envoy, upstream, filter_port, baseline_port,
+                                                 args.requests, args.block, args.warmup)
                     rss_after = rss_kb(envoy.pid)
                 finally:
                     envoy.stop()
@@ -421,6 +442,7 @@ def main() -> int:
         "baseline_hwm_kb": statistics.median(r["VmHWM"] for r in base["rss_kb"]),
         "plugin_rss_after_load_kb": rss_after["VmRSS"],
     }
+    results["loadavg_after"] = os.getloadavg()
     results["seconds_total"] = time.monotonic() - T0
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
