@@ -104,6 +104,11 @@ def _explain(output: str, path_map: dict[str, Path]) -> str:
     """The useful part of componentize-py's or meld's output, with real file paths."""
     m = re.search(r"(?:AssertionError|Error): (.*?)\n\n(?:Caused by|Stack backtrace)", output, re.S)
     text = m.group(1) if m else output.strip()
+    missing = re.search(r"ModuleNotFoundError: No module named '([^']+)'", text)
+    if missing:
+        text += (f"\n(CPython inside the proxy has no module {missing.group(1)!r}: a plugin can use "
+                 "the standard library's pure-Python modules, those compiled into componentize-py's "
+                 "CPython, and pure-Python packages)")
     if "called trapping stub" in text:
         text += ("\n(the plugin called the host while it was being imported; call the host "
                  "from a callback such as on_configure)")

@@ -30,6 +30,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .build import BuildError
+    from .run import run
+
+    config = args.config or ""
+    try:
+        raw = open(config[1:], "rb").read() if config.startswith("@") else config.encode()
+        return run(args.plugin, config=raw, port=args.port, upstream=args.upstream, tcp=args.tcp,
+                   progress=_progress(args.quiet))
+    except (BuildError, OSError, ValueError) as exc:
+        print(f"pywasm run: error: {exc}", file=sys.stderr)
+        return 1
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="pywasm", description="Build and run proxy-wasm plugins written in Python.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -41,6 +55,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     b.add_argument("--keep-temp", metavar="DIR", help="keep the intermediate files (component, fused module) in DIR")
     b.set_defaults(run=_cmd_build)
+
+    from .run import DEFAULT_PORT
+
+    r = sub.add_parser("run", help="serve a plugin through a local Envoy",
+                       description="Build PLUGIN if its sources changed, start Envoy on 127.0.0.1 with "
+                                   "the plugin in front of a built-in echo upstream (or --upstream), "
+                                   "print a curl to try and stream the plugin's log. Ctrl-C stops it.")
+    r.add_argument("plugin", metavar="PLUGIN", help="a .py file, a folder with plugin.py, or a built .wasm")
+    r.add_argument("--config", metavar="TEXT|@FILE", help="the plugin configuration, inline or @file")
+    r.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"listener port (default {DEFAULT_PORT})")
+    r.add_argument("--upstream", metavar="HOST:PORT", help="forward to this server instead of the echo upstream")
+    r.add_argument("--tcp", action="store_true", default=None,
+                   help="serve as a TCP (network) filter; default: decided by the plugin's callbacks")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    r.set_defaults(run=_cmd_run)
     return top
 
 
