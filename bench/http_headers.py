@@ -87,11 +87,11 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
-def system_busy_ticks() -> int:
-    """Busy (non-idle, non-iowait) CPU ticks of the whole machine, from /proc/stat."""
+def system_ticks() -> tuple[int, int]:
+    """(busy, steal) CPU ticks of the whole machine from /proc/stat; busy excludes idle and steal."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return user + nice + system + irq + softirq + steal
+    return user + nice + system + irq + softirq, steal
 
 
 def cpu_ticks(pid: int) -> int:
@@ -265,7 +265,8 @@ def phase_load(envoy: Envoy, upstream: Upstream, filter_port: int, baseline_port
         gc.collect()
         gc.disable()
         ours = (pid, upstream.proc.pid, os.getpid())
-        busy0, ours0, wall0 = system_busy_ticks(), sum(cpu_ticks(p) for p in ours), time.monotonic()
+        (busy0, steal0), ours0 = system_ticks(), sum(cpu_ticks(p) for p in ours)
+        wall0 = time.monotonic()
         try:
             last_report = time.monotonic()
             for n, which in enumerate(order):
@@ -284,7 +285,8 @@ def phase_load(envoy: Envoy, upstream: Upstream, filter_port: int, baseline_port
         finally:
             gc.enable()
         wall = time.monotonic() - wall0
-        others = (system_busy_ticks() - busy0) - (sum(cpu_ticks(p) for p in ours) - ours0)
+        busy1, steal1 = system_ticks()
+        others = (busy1 - busy0) - (sum(cpu_ticks(p) for p in ours) - ours0)
     finally:
         for c in clients:
             c.close()
@@ -293,7 +295,9 @@ def phase_load(envoy: Envoy, upstream: Upstream, filter_port: int, baseline_port
     out: dict[str, Any] = {"requests_per_listener": len(lat[0]), "block": block, "warmup": warmup,
                            "seconds": wall,
                            # CPU used by other processes meanwhile, in cores (0 = quiet machine)
-                           "other_processes_cores": max(0, others) / CLK_TCK / wall}
+                           "other_processes_cores": max(0, others) / CLK_TCK / wall,
+                           # CPU the hypervisor gave to someone else, in cores
+                           "steal_cores": (steal1 - steal0) / CLK_TCK / wall}
     for which, name in enumerate(("filter", "baseline")):
         s = sorted(lat[which])
         out[name] = {
@@ -320,7 +324,8 @@ def report(r: dict[str, Any]) -> str:
     add = lines.append
     b = r["build"]
     mb = 1e6
-    add(f"pywasm-sdk benchmark: examples/http_headers ({r['date']}, {r['machine']}, "
+    what = r["module"]["path"] or "examples/http_headers"
+    add(f"pywasm-sdk benchmark: {what} ({r['date']}, {r['machine']}, "
         f"Envoy {r['envoy_version']}, --concurrency {r['concurrency']})")
     add("")
     if b:
@@ -362,8 +367,9 @@ def report(r: dict[str, Any]) -> str:
     add("")
     add(f"added p50 per block pair: median {pairs['median']:+.1f} us, "
         f"IQR [{pairs['q25']:+.1f}, {pairs['q75']:+.1f}] us over {pairs['pairs']} pairs")
-    add(f"noise: other processes used {lat['other_processes_cores']:.2f} cores during the "
-        f"{lat['seconds']:.0f} s load phase; load average before {r['loadavg_before'][0]:.2f}, "
+    add(f"noise: during the {lat['seconds']:.0f} s load phase other processes used "
+        f"{lat['other_processes_cores']:.2f} cores, steal {lat['steal_cores']:.2f} cores; "
+        f"load average before {r['loadavg_before'][0]:.2f}, "
         f"after {r['loadavg_after'][0]:.2f}; whole run {r['seconds_total']:.0f} s")
     return "\n".join(lines)
 
@@ -385,7 +391,8 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=3,
                         help="Envoy starts per variant; start time and RSS are medians (default 3)")
     parser.add_argument("--wasm", type=Path,
-                        help="use this already built module instead of building (no build figures)")
+                        help="measure this module (.wasm, or .wat such as bench/reference_filter.wat) "
+                             "instead of building examples/http_headers (no build figures)")
     args = parser.parse_args()
     if args.requests < 1 or args.block < 1 or args.warmup < 0 or args.starts < 1:
         parser.error("--requests, --block and --starts must be positive, --warmup not negative")
@@ -400,12 +407,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pywasm-bench-") as tmp:
         if args.wasm:
             wasm_path = args.wasm.resolve()
+            if wasm_path.suffix == ".wat":  # e.g. bench/reference_filter.wat
+                import wasmtime
+                wasm_path = Path(tmp) / (wasm_path.stem + ".wasm")
+                wasm_path.write_bytes(wasmtime.wat2wasm(args.wasm.read_text()))
             results["build"] = None
         else:
             wasm_path = Path(tmp) / "http_headers.wasm"
             results["build"] = phase_build(wasm_path)
         data = wasm_path.read_bytes()
-        results["module"] = {"path": str(wasm_path) if args.wasm else None, "size": len(data),
+        results["module"] = {"path": str(args.wasm) if args.wasm else None, "size": len(data),
                              "sections": section_sizes(data)}
 
         with Upstream() as upstream:

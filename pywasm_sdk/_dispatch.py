@@ -237,6 +237,14 @@ def _fail(context_id: int, where: str) -> None:
     log.write_unconditionally(LogLevel.ERROR, text)
 
 
+def _reseed_random() -> None:
+    """`random` was seeded when the plugin was built: every VM would draw the same numbers.
+    Reseed it from the proxy's entropy (os.urandom reaches the host's random_get)."""
+    random = sys.modules.get("random")
+    if random is not None:
+        random.seed()
+
+
 def _read_config(buffer_type: int, size: int) -> bytes:
     return (hostcalls.get_buffer(buffer_type, 0, size) or b"") if size else b""
 
@@ -256,6 +264,7 @@ class Exports:
     def proxy_on_vm_start(self, root_context_id: int, vm_configuration_size: int) -> bool:
         try:
             log.refresh_level()
+            _reseed_random()
             root = _root(root_context_id)
             root.vm_config = _read_config(BufferType.VM_CONFIGURATION, vm_configuration_size)
             return root.on_vm_start(root.vm_config) is not False
