@@ -251,7 +251,7 @@ def phase_load(envoy: Envoy, upstream: Upstream, filter_port: int, baseline_port
     clients = [Client(filter_port), Client(baseline_port)]
     try:
         say(f"warm-up: {warmup} requests per listener")
-        for _ in range(max(1, warmup // 50)):
+        for _ in range(math.ceil(warmup / 50)):  # alternating runs of 50
             for c in clients:
                 for _ in range(50):
                     c.get()
@@ -315,6 +315,10 @@ def phase_load(envoy: Envoy, upstream: Upstream, filter_port: int, baseline_port
 
 # ------------------------------------------------------------------------------ report
 
+def size_text(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
 def ratio(a: float, b: float) -> float:
     return a / b if b else math.nan
 
@@ -323,18 +327,17 @@ def report(r: dict[str, Any]) -> str:
     lines: list[str] = []
     add = lines.append
     b = r["build"]
-    mb = 1e6
     what = r["module"]["path"] or "examples/http_headers"
     add(f"pywasm-sdk benchmark: {what} ({r['date']}, {r['machine']}, "
         f"Envoy {r['envoy_version']}, --concurrency {r['concurrency']})")
     add("")
     if b:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in b["stage_seconds"].items())
-        add(f"build          {b['seconds']:7.1f} s   ({stages})")
+        add(f"build          {b['seconds']:8.1f} s  ({stages})")
     s = r["module"]
     sec = s["sections"]
-    add(f"module         {s['size'] / mb:7.2f} MB  (code {sec.get('code', 0) / mb:.2f}, "
-        f"data {sec.get('data', 0) / mb:.2f}, name {sec.get('custom:name', 0) / mb:.2f} MB)")
+    add(f"module         {size_text(s['size']):>10}  (code {size_text(sec.get('code', 0))}, "
+        f"data {size_text(sec.get('data', 0))}, name {size_text(sec.get('custom:name', 0))})")
     add("")
     st = r["start"]
     lat = r["load"]
@@ -379,8 +382,8 @@ def report(r: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark examples/http_headers in a real Envoy against a no-wasm baseline.")
-    parser.add_argument("--requests", type=int, default=100000,
-                        help="measured requests per listener (default 100000)")
+    parser.add_argument("--requests", type=int, default=150000,
+                        help="measured requests per listener (default 150000)")
     parser.add_argument("--concurrency", type=int, default=1,
                         help="Envoy worker threads (default 1)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")

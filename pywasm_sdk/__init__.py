@@ -15,22 +15,34 @@ plugin needs is importable from here; the submodules are implementation detail u
 in the docs. This package is compiled into every plugin: it imports no tooling.
 """
 
-from . import log
+from . import log, properties
 from ._abi import (ABI_VERSION, Action, BufferType, LogLevel, MapType, MetricType, PeerType,
                    Status, StreamType)
 from ._dispatch import register
+from .callouts import (GrpcCallError, GrpcResponse, GrpcStream, GrpcStreamHandler, HttpCallError,
+                       HttpResponse)
 from .contexts import Context, HttpContext, RootContext, StreamContext
 from .errors import (BadArgument, CasMismatch, ConfigurationError, HostCallError, NoHostError,
                      NotFound, ParseFailure, PyWasmError, Unimplemented)
+from .foreign import LifeSpan, call_foreign_function, clear_route_cache, set_envoy_filter_state
+from .hostcalls import get_current_time_ns
 from .http import Buffer, HeaderMap
-from .properties import get_property, get_property_str, set_property
+from .metrics import Counter, Gauge, Histogram
+from .properties import (get_property, get_property_bool, get_property_int, get_property_list,
+                         get_property_map, get_property_str, set_property)
+from .shared import SharedQueue, SharedValue, get_shared_data, set_shared_data, update_shared_data
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ABI_VERSION", "Action", "BadArgument", "Buffer", "BufferType", "CasMismatch",
-    "ConfigurationError", "Context", "HeaderMap", "HostCallError", "HttpContext", "LogLevel",
-    "MapType", "MetricType", "NoHostError", "NotFound", "ParseFailure", "PeerType",
-    "PyWasmError", "RootContext", "Status", "StreamContext", "StreamType", "Unimplemented",
-    "get_property", "get_property_str", "log", "register", "set_property",
+    "ConfigurationError", "Context", "Counter", "Gauge", "GrpcCallError", "GrpcResponse",
+    "GrpcStream", "GrpcStreamHandler", "HeaderMap", "Histogram", "HostCallError", "HttpCallError",
+    "HttpContext", "HttpResponse", "LifeSpan", "LogLevel", "MapType", "MetricType", "NoHostError",
+    "NotFound", "ParseFailure", "PeerType", "PyWasmError", "RootContext", "SharedQueue",
+    "SharedValue", "Status", "StreamContext", "StreamType", "Unimplemented",
+    "call_foreign_function", "clear_route_cache", "get_current_time_ns", "get_property",
+    "get_property_bool", "get_property_int", "get_property_list", "get_property_map",
+    "get_property_str", "get_shared_data", "log", "properties", "register", "set_envoy_filter_state",
+    "set_property", "set_shared_data", "update_shared_data",
 ]

@@ -123,6 +123,11 @@ HOSTCALLS = (
     'proxy_call_foreign_function',
 )
 
+#: imports the build implements for the SDK (not hostcalls)
+SDK_IMPORTS = (
+    'pywasm_environ',
+)
+
 #: every callback the host may call
 CALLBACKS = (
     'proxy_on_context_create',

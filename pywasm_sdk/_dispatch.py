@@ -22,15 +22,21 @@ one-line message instead of a traceback.
 from __future__ import annotations
 
 import sys
-import traceback
 from dataclasses import dataclass
 
-from . import hostcalls, log
-from ._abi import CALLBACKS, BufferType, LogLevel, PeerType
+import os
+import types
+
+from . import callouts, hostcalls, log
+from ._abi import CALLBACKS, BufferType, LogLevel, PeerType, StreamType
 from .contexts import Context, HttpContext, RootContext, StreamContext
-from .errors import ConfigurationError
+from ._boundary import report as _report
 
 _CONTINUE = 0
+_COROUTINE = types.CoroutineType
+_run = callouts.run_callback_result
+_REQUEST, _RESPONSE = StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE
+_DOWNSTREAM, _UPSTREAM = StreamType.DOWNSTREAM, StreamType.UPSTREAM
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,6 @@ class Registration:
 _registry: dict[str, Registration] = {}
 #: context id -> live context (roots and streams)
 _contexts: dict[int, Context] = {}
-#: build-time folder names in tracebacks ("/1/") -> the plugin author's folders
-_path_map: dict[str, str] = {}
 
 
 def register(root: type[RootContext] | None = None, *, root_id: str = "",
@@ -85,6 +89,7 @@ def reset() -> None:
     """Forget registrations and contexts (for tests that load several plugins natively)."""
     _registry.clear()
     _contexts.clear()
+    callouts.reset()
 
 
 # -- which callbacks a plugin uses ---------------------------------------------------------
@@ -119,8 +124,13 @@ ROUTES: dict[str, tuple[type[Context], str]] = {
 }
 assert set(ROUTES) == set(CALLBACKS), "ROUTES must name every ABI callback"
 
-#: exported whatever the plugin overrides: context bookkeeping, configuration, log level
-ALWAYS = ("proxy_on_context_create", "proxy_on_vm_start", "proxy_on_configure", "proxy_on_delete")
+#: Exported whatever the plugin overrides: context bookkeeping, configuration, and callbacks the
+#: host only calls when the plugin asked for them (timers, queues, call answers), which cost
+#: nothing per request. The per-request callbacks are exported only when a class overrides them.
+ALWAYS = ("proxy_on_context_create", "proxy_on_vm_start", "proxy_on_configure", "proxy_on_tick",
+          "proxy_on_queue_ready", "proxy_on_http_call_response",
+          "proxy_on_grpc_receive_initial_metadata", "proxy_on_grpc_receive",
+          "proxy_on_grpc_receive_trailing_metadata", "proxy_on_grpc_close", "proxy_on_delete")
 
 
 def used_callbacks() -> list[str]:
@@ -225,18 +235,6 @@ def _create_stream(context_id: int, root_id: int) -> None:
     _contexts[context_id] = made if made is not None else _NO_CONTEXT
 
 
-def _fail(context_id: int, where: str) -> None:
-    """Log the exception being handled, with its traceback, whatever happens."""
-    exc = sys.exc_info()[1]
-    if isinstance(exc, ConfigurationError):
-        text = f"{where}: configuration rejected: {exc}"
-    else:
-        text = f"{where} raised (context {context_id}):\n" + traceback.format_exc().rstrip()
-        for virtual, real in _path_map.items():
-            text = text.replace(f'File "{virtual}', f'File "{real}')
-    log.write_unconditionally(LogLevel.ERROR, text)
-
-
 def _reseed_random() -> None:
     """`random` was seeded when the plugin was built: every VM would draw the same numbers.
     Reseed it from the proxy's entropy (os.urandom reaches the host's random_get)."""
@@ -259,17 +257,18 @@ class Exports:
             else:
                 _create_stream(context_id, parent_context_id)
         except BaseException:
-            _fail(context_id, "creating a context")
+            _report(context_id, "creating a context")
 
     def proxy_on_vm_start(self, root_context_id: int, vm_configuration_size: int) -> bool:
         try:
             log.refresh_level()
             _reseed_random()
+            os.environ.update(hostcalls.vm_environment())
             root = _root(root_context_id)
             root.vm_config = _read_config(BufferType.VM_CONFIGURATION, vm_configuration_size)
             return root.on_vm_start(root.vm_config) is not False
         except BaseException:
-            _fail(root_context_id, "on_vm_start")
+            _report(root_context_id, "on_vm_start")
             return False
 
     def proxy_on_configure(self, root_context_id: int, plugin_configuration_size: int) -> bool:
@@ -279,132 +278,179 @@ class Exports:
             root.plugin_config = _read_config(BufferType.PLUGIN_CONFIGURATION, plugin_configuration_size)
             return root.on_configure(root.plugin_config) is not False
         except BaseException:
-            _fail(root_context_id, "on_configure")
+            _report(root_context_id, "on_configure")
             return False
 
     def proxy_on_tick(self, root_context_id: int) -> None:
         try:
-            _root(root_context_id).on_tick()
+            r = _root(root_context_id).on_tick()
+            if r.__class__ is _COROUTINE:
+                _run(r, root_context_id, None, "on_tick")
         except BaseException:
-            _fail(root_context_id, "on_tick")
+            _report(root_context_id, "on_tick")
 
     def proxy_on_queue_ready(self, root_context_id: int, queue_id: int) -> None:
         try:
-            _root(root_context_id).on_queue_ready(queue_id)
+            r = _root(root_context_id).on_queue_ready(queue_id)
+            if r.__class__ is _COROUTINE:
+                _run(r, root_context_id, None, "on_queue_ready")
         except BaseException:
-            _fail(root_context_id, "on_queue_ready")
+            _report(root_context_id, "on_queue_ready")
 
     def proxy_on_foreign_function(self, root_context_id: int, function_id: int, arguments_size: int) -> None:
-        pass  # Envoy never calls into plugins with foreign functions
+        """Never exported: Envoy registers no foreign functions that call back into a plugin."""
 
     def proxy_on_new_connection(self, context_id: int) -> int:
         try:
-            return _contexts[context_id].on_new_connection() or _CONTINUE  # type: ignore[attr-defined]
+            r = _contexts[context_id].on_new_connection()
+            if r.__class__ is _COROUTINE:
+                return _run(r, context_id, _DOWNSTREAM, "on_new_connection")
+            return _CONTINUE if r is None else r
         except BaseException:
-            _fail(context_id, "on_new_connection")
+            _report(context_id, "on_new_connection")
             return _CONTINUE
 
     def proxy_on_downstream_data(self, context_id: int, data_size: int, end_of_stream: bool) -> int:
         try:
-            return _contexts[context_id].on_downstream_data(data_size, end_of_stream) or _CONTINUE  # type: ignore[attr-defined]
+            r = _contexts[context_id].on_downstream_data(data_size, end_of_stream)
+            if r.__class__ is _COROUTINE:
+                return _run(r, context_id, _DOWNSTREAM, "on_downstream_data")
+            return _CONTINUE if r is None else r
         except BaseException:
-            _fail(context_id, "on_downstream_data")
+            _report(context_id, "on_downstream_data")
             return _CONTINUE
 
     def proxy_on_downstream_connection_close(self, context_id: int, peer_type: int) -> None:
         try:
             _contexts[context_id].on_downstream_connection_close(PeerType(peer_type))  # type: ignore[attr-defined]
         except BaseException:
-            _fail(context_id, "on_downstream_connection_close")
+            _report(context_id, "on_downstream_connection_close")
 
     def proxy_on_upstream_data(self, context_id: int, data_size: int, end_of_stream: bool) -> int:
         try:
-            return _contexts[context_id].on_upstream_data(data_size, end_of_stream) or _CONTINUE  # type: ignore[attr-defined]
+            r = _contexts[context_id].on_upstream_data(data_size, end_of_stream)
+            if r.__class__ is _COROUTINE:
+                return _run(r, context_id, _UPSTREAM, "on_upstream_data")
+            return _CONTINUE if r is None else r
         except BaseException:
-            _fail(context_id, "on_upstream_data")
+            _report(context_id, "on_upstream_data")
             return _CONTINUE
 
     def proxy_on_upstream_connection_close(self, context_id: int, peer_type: int) -> None:
         try:
             _contexts[context_id].on_upstream_connection_close(PeerType(peer_type))  # type: ignore[attr-defined]
         except BaseException:
-            _fail(context_id, "on_upstream_connection_close")
+            _report(context_id, "on_upstream_connection_close")
 
     def proxy_on_request_headers(self, context_id: int, num_headers: int, end_of_stream: bool) -> int:
         try:
-            return _contexts[context_id].on_request_headers(num_headers, end_of_stream) or _CONTINUE  # type: ignore[attr-defined]
+            r = _contexts[context_id].on_request_headers(num_headers, end_of_stream)
+            if r.__class__ is _COROUTINE:
+                return _run(r, context_id, _REQUEST, "on_request_headers")
+            return _CONTINUE if r is None else r
         except BaseException:
-            _fail(context_id, "on_request_headers")
+            _report(context_id, "on_request_headers")
             return _CONTINUE
 
     def proxy_on_request_body(self, context_id: int, body_size: int, end_of_stream: bool) -> int:
         try:
-            return _contexts[context_id].on_request_body(body_size, end_of_stream) or _CONTINUE  # type: ignore[attr-defined]
+            r = _contexts[context_id].on_request_body(body_size, end_of_stream)
+            if r.__class__ is _COROUTINE:
+                return _run(r, context_id, _REQUEST, "on_request_body")
+            return _CONTINUE if r is None else r
         except BaseException:
-            _fail(context_id, "on_request_body")
+            _report(context_id, "on_request_body")
             return _CONTINUE
 
     def proxy_on_request_trailers(self, context_id: int, num_trailers: int) -> int:
         try:
-            return _contexts[context_id].on_request_trailers(num_trailers) or _CONTINUE  # type: ignore[attr-defined]
+            r = _contexts[context_id].on_request_trailers(num_trailers)
+            if r.__class__ is _COROUTINE:
+                return _run(r, context_id, _REQUEST, "on_request_trailers")
+            return _CONTINUE if r is None else r
         except BaseException:
-            _fail(context_id, "on_request_trailers")
+            _report(context_id, "on_request_trailers")
             return _CONTINUE
 
     def proxy_on_response_headers(self, context_id: int, num_headers: int, end_of_stream: bool) -> int:
         try:
-            return _contexts[context_id].on_response_headers(num_headers, end_of_stream) or _CONTINUE  # type: ignore[attr-defined]
+            r = _contexts[context_id].on_response_headers(num_headers, end_of_stream)
+            if r.__class__ is _COROUTINE:
+                return _run(r, context_id, _RESPONSE, "on_response_headers")
+            return _CONTINUE if r is None else r
         except BaseException:
-            _fail(context_id, "on_response_headers")
+            _report(context_id, "on_response_headers")
             return _CONTINUE
 
     def proxy_on_response_body(self, context_id: int, body_size: int, end_of_stream: bool) -> int:
         try:
-            return _contexts[context_id].on_response_body(body_size, end_of_stream) or _CONTINUE  # type: ignore[attr-defined]
+            r = _contexts[context_id].on_response_body(body_size, end_of_stream)
+            if r.__class__ is _COROUTINE:
+                return _run(r, context_id, _RESPONSE, "on_response_body")
+            return _CONTINUE if r is None else r
         except BaseException:
-            _fail(context_id, "on_response_body")
+            _report(context_id, "on_response_body")
             return _CONTINUE
 
     def proxy_on_response_trailers(self, context_id: int, num_trailers: int) -> int:
         try:
-            return _contexts[context_id].on_response_trailers(num_trailers) or _CONTINUE  # type: ignore[attr-defined]
+            r = _contexts[context_id].on_response_trailers(num_trailers)
+            if r.__class__ is _COROUTINE:
+                return _run(r, context_id, _RESPONSE, "on_response_trailers")
+            return _CONTINUE if r is None else r
         except BaseException:
-            _fail(context_id, "on_response_trailers")
+            _report(context_id, "on_response_trailers")
             return _CONTINUE
 
     def proxy_on_http_call_response(self, context_id: int, token: int, num_headers: int,
                                     body_size: int, num_trailers: int) -> None:
-        pass  # callouts arrive with issue #3
+        try:
+            callouts.on_http_call_response(token, num_headers, body_size, num_trailers)
+        except BaseException:
+            _report(context_id, "on_http_call_response")
 
     def proxy_on_grpc_receive_initial_metadata(self, context_id: int, token: int, num_elements: int) -> None:
-        pass
+        try:
+            callouts.on_grpc_receive_initial_metadata(token, num_elements)
+        except BaseException:
+            _report(context_id, "on_grpc_receive_initial_metadata")
 
     def proxy_on_grpc_receive(self, context_id: int, token: int, message_size: int) -> None:
-        pass
+        try:
+            callouts.on_grpc_receive(token, message_size)
+        except BaseException:
+            _report(context_id, "on_grpc_receive")
 
     def proxy_on_grpc_receive_trailing_metadata(self, context_id: int, token: int, num_elements: int) -> None:
-        pass
+        try:
+            callouts.on_grpc_receive_trailing_metadata(token, num_elements)
+        except BaseException:
+            _report(context_id, "on_grpc_receive_trailing_metadata")
 
     def proxy_on_grpc_close(self, context_id: int, token: int, status_code: int) -> None:
-        pass
+        try:
+            callouts.on_grpc_close(token, status_code)
+        except BaseException:
+            _report(context_id, "on_grpc_close")
 
     def proxy_on_done(self, context_id: int) -> bool:
         try:
             return _contexts[context_id].on_done() is not False
         except BaseException:
-            _fail(context_id, "on_done")
+            _report(context_id, "on_done")
             return True
 
     def proxy_on_log(self, context_id: int) -> None:
         try:
             _contexts[context_id].on_log()
         except BaseException:
-            _fail(context_id, "on_log")
+            _report(context_id, "on_log")
 
     def proxy_on_delete(self, context_id: int) -> None:
         try:
             ctx = _contexts.pop(context_id, None)
+            callouts.forget_context(context_id)
             if ctx is not None and ctx is not _NO_CONTEXT:
                 ctx.on_delete()
         except BaseException:
-            _fail(context_id, "on_delete")
+            _report(context_id, "on_delete")

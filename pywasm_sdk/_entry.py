@@ -10,11 +10,11 @@ from __future__ import annotations
 import linecache
 import sys
 
-from . import _dispatch
+from . import _boundary
 
 
 def finish_import(real_paths: dict[str, str]) -> None:
-    _dispatch._path_map.update(real_paths)
+    _boundary.path_map.update(real_paths)
     for module in list(sys.modules.values()):
         name = getattr(module, "__file__", None) or ""
         if name.endswith(".py") and name.startswith(tuple(real_paths)):

@@ -12,10 +12,13 @@ with its traceback and the callback answers its documented default (see :mod:`._
 
 from __future__ import annotations
 
-from typing import ClassVar
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
-from . import hostcalls
+from . import callouts, hostcalls
 from ._abi import Action, PeerType, StreamType
+from .callouts import GrpcResponse, GrpcStream, GrpcStreamHandler, HttpResponse
 from .http import (DOWNSTREAM_DATA, REQUEST_BODY, REQUEST_HEADERS, REQUEST_TRAILERS,
                    RESPONSE_BODY, RESPONSE_HEADERS, RESPONSE_TRAILERS, UPSTREAM_DATA,
                    HeaderPairs, pairs_to_bytes)
@@ -23,6 +26,12 @@ from .wire import to_bytes
 
 #: gRPC status meaning "no grpc-status header" for send_local_response
 _NO_GRPC_STATUS = -1
+
+
+def _milliseconds(seconds: float) -> int:
+    if seconds < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, got {seconds}")
+    return int(seconds * 1000)
 
 
 class Context:
@@ -40,6 +49,66 @@ class Context:
 
     def on_delete(self) -> None:
         """The context is gone; release what you hold for it."""
+
+    def done(self) -> None:
+        """Finish this context after on_done returned False."""
+        hostcalls.done()
+
+    # -- calls to other services (see pywasm_sdk.callouts) -------------------------------
+    def http_call(self, cluster: str, *, method: str = "GET", path: str = "/",
+                  headers: HeaderPairs | None = None, body: str | bytes = b"",
+                  trailers: HeaderPairs | None = None, authority: str | None = None,
+                  timeout: float = 5.0) -> Awaitable[HttpResponse]:
+        """``response = await self.http_call(...)`` in an ``async def`` callback.
+
+        ``cluster`` is an Envoy cluster name. The stream is paused while the call is out and
+        continues when the callback returns CONTINUE. Raises HttpCallError when no response
+        arrives (reset, timeout); an HTTP error status is a normal response.
+        """
+        request = (cluster, callouts.http_headers(method, path, authority or cluster, headers),
+                   to_bytes(body), pairs_to_bytes(trailers), _milliseconds(timeout))
+        return callouts.Pending(lambda waiter: callouts.send_http(*request, waiter))
+
+    def dispatch_http_call(self, cluster: str, *, method: str = "GET", path: str = "/",
+                           headers: HeaderPairs | None = None, body: str | bytes = b"",
+                           trailers: HeaderPairs | None = None, authority: str | None = None,
+                           timeout: float = 5.0,
+                           callback: Callable[[HttpResponse], None] | None = None) -> int:
+        """Start an HTTP call; ``callback(response)`` runs when it is answered (default:
+        ``self.on_http_call_response(token, response)``). Returns the call's token.
+
+        A failed call is delivered too, with ``response.failed`` and ``response.error`` set.
+        Return PAUSE from a stream callback to hold the stream until you resume it.
+        """
+        waiter = callouts.callback_waiter(self.context_id, callback or (lambda _r: None))
+        token = callouts.send_http(cluster, callouts.http_headers(method, path, authority or cluster, headers),
+                                   to_bytes(body), pairs_to_bytes(trailers), _milliseconds(timeout), waiter)
+        if callback is None:
+            waiter.fn = functools.partial(self.on_http_call_response, token)  # type: ignore[attr-defined]
+        return token
+
+    def on_http_call_response(self, token: int, response: HttpResponse) -> None:
+        """The answer to a ``dispatch_http_call`` made without a callback."""
+
+    def grpc_call(self, cluster: str, service: str, method: str, message: bytes, *,
+                  metadata: HeaderPairs | None = None, timeout: float = 5.0) -> Awaitable[GrpcResponse]:
+        """``response = await self.grpc_call(...)``: a unary gRPC call to an Envoy cluster.
+        Raises GrpcCallError when the call ends with a status other than OK."""
+        request = (cluster, service, method, pairs_to_bytes(metadata), to_bytes(message), _milliseconds(timeout))
+        return callouts.Pending(lambda waiter: callouts.send_grpc(*request, waiter))
+
+    def dispatch_grpc_call(self, cluster: str, service: str, method: str, message: bytes, *,
+                           metadata: HeaderPairs | None = None, timeout: float = 5.0,
+                           callback: Callable[[Any], None]) -> int:
+        """Start a unary gRPC call; ``callback`` gets a GrpcResponse, or a GrpcCallError."""
+        return callouts.send_grpc(cluster, service, method, pairs_to_bytes(metadata), to_bytes(message),
+                                  _milliseconds(timeout), callouts.callback_waiter(self.context_id, callback))
+
+    def open_grpc_stream(self, cluster: str, service: str, method: str,
+                         handler: GrpcStreamHandler, *, metadata: HeaderPairs | None = None) -> GrpcStream:
+        """Open a gRPC stream; ``handler`` receives metadata, messages and the close."""
+        return callouts.open_grpc_stream(self.context_id, cluster, service, method,
+                                         pairs_to_bytes(metadata), handler)
 
 
 class RootContext(Context):

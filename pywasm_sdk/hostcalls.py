@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._abi import HOSTCALLS, BufferType, MapType, Status
+from ._abi import HOSTCALLS, SDK_IMPORTS, BufferType, MapType, Status
 from .errors import NoHostError, error_for
 from .wire import Pairs, decode_pairs, encode_pairs
 
@@ -40,20 +40,23 @@ def _no_host(name: str):
     return call
 
 
+RAW_NAMES = HOSTCALLS + SDK_IMPORTS
+
+
 def install(raw: Any) -> None:
     """Bind every raw hostcall to ``raw.<name>`` (a module or an object with those functions)."""
-    missing = [n for n in HOSTCALLS if not hasattr(raw, n)]
+    missing = [n for n in RAW_NAMES if not hasattr(raw, n)]
     if missing:
         raise TypeError(f"host implementation lacks {', '.join(missing)}")
     g = globals()
-    for name in HOSTCALLS:
+    for name in RAW_NAMES:
         g[name] = getattr(raw, name)
 
 
 def uninstall() -> None:
     """Detach the host: every raw hostcall raises NoHostError again."""
     g = globals()
-    for name in HOSTCALLS:
+    for name in RAW_NAMES:
         g[name] = _no_host(name)
 
 
@@ -79,6 +82,26 @@ proxy_send_local_response: Any
 proxy_get_property: Any
 proxy_set_property: Any
 proxy_call_foreign_function: Any
+proxy_get_status: Any
+proxy_http_call: Any
+proxy_grpc_call: Any
+proxy_grpc_stream: Any
+proxy_grpc_send: Any
+proxy_grpc_cancel: Any
+proxy_grpc_close: Any
+proxy_set_effective_context: Any
+proxy_done: Any
+proxy_set_shared_data: Any
+proxy_get_shared_data: Any
+proxy_register_shared_queue: Any
+proxy_resolve_shared_queue: Any
+proxy_enqueue_shared_queue: Any
+proxy_dequeue_shared_queue: Any
+proxy_define_metric: Any
+proxy_increment_metric: Any
+proxy_record_metric: Any
+proxy_get_metric: Any
+pywasm_environ: Any
 
 
 # -- logging -------------------------------------------------------------------------------
@@ -222,3 +245,159 @@ def call_foreign_function(name: str, arguments: bytes) -> bytes:
     if status:
         raise error_for("proxy_call_foreign_function", status, name)
     return result
+
+
+# -- callouts ------------------------------------------------------------------------------
+
+def http_call(cluster: str, headers: Pairs, body: bytes, trailers: Pairs, timeout_ms: int) -> int:
+    """Start an HTTP call; the token identifies its answer."""
+    status, token = proxy_http_call(cluster, encode_pairs(headers), body, encode_pairs(trailers), timeout_ms)
+    if status:
+        raise error_for("proxy_http_call", status,
+                        f"cluster {cluster!r} (it must exist in the proxy, and the headers need "
+                        ":method, :path and :authority)")
+    return token
+
+
+def grpc_call(service: bytes, service_name: str, method: str, metadata: Pairs, message: bytes,
+              timeout_ms: int) -> int:
+    status, token = proxy_grpc_call(service, service_name, method, encode_pairs(metadata), message, timeout_ms)
+    if status:
+        raise error_for("proxy_grpc_call", status, f"{service_name}/{method}")
+    return token
+
+
+def grpc_stream(service: bytes, service_name: str, method: str, metadata: Pairs) -> int:
+    status, token = proxy_grpc_stream(service, service_name, method, encode_pairs(metadata))
+    if status:
+        raise error_for("proxy_grpc_stream", status, f"{service_name}/{method}")
+    return token
+
+
+def grpc_send(token: int, message: bytes, end_of_stream: bool) -> None:
+    status = proxy_grpc_send(token, message, int(end_of_stream))
+    if status:
+        raise error_for("proxy_grpc_send", status)
+
+
+def grpc_cancel(token: int) -> None:
+    status = proxy_grpc_cancel(token)
+    if status:
+        raise error_for("proxy_grpc_cancel", status)
+
+
+def grpc_close(token: int) -> None:
+    status = proxy_grpc_close(token)
+    if status:
+        raise error_for("proxy_grpc_close", status)
+
+
+def get_status() -> tuple[int, bytes]:
+    """(code, message) of the call whose answer is being delivered."""
+    status, code, message = proxy_get_status()
+    if status:
+        raise error_for("proxy_get_status", status)
+    return code, message
+
+
+def set_effective_context(context_id: int) -> None:
+    status = proxy_set_effective_context(context_id)
+    if status:
+        raise error_for("proxy_set_effective_context", status, f"context {context_id}")
+
+
+def done() -> None:
+    status = proxy_done()
+    if status:
+        raise error_for("proxy_done", status)
+
+
+# -- shared data and queues ----------------------------------------------------------------
+
+def get_shared_data(key: str) -> tuple[bytes, int] | None:
+    status, value, cas = proxy_get_shared_data(key)
+    if status:
+        if status == _NOT_FOUND:
+            return None
+        raise error_for("proxy_get_shared_data", status, repr(key))
+    return value, cas
+
+
+def set_shared_data(key: str, value: bytes, cas: int) -> None:
+    status = proxy_set_shared_data(key, value, cas)
+    if status:
+        raise error_for("proxy_set_shared_data", status, repr(key))
+
+
+def register_shared_queue(name: str) -> int:
+    status, queue_id = proxy_register_shared_queue(name)
+    if status:
+        raise error_for("proxy_register_shared_queue", status, repr(name))
+    return queue_id
+
+
+def resolve_shared_queue(vm_id: str, name: str) -> int | None:
+    status, queue_id = proxy_resolve_shared_queue(vm_id, name)
+    if status:
+        if status == _NOT_FOUND:
+            return None
+        raise error_for("proxy_resolve_shared_queue", status, f"{vm_id!r}/{name!r}")
+    return queue_id
+
+
+def enqueue_shared_queue(queue_id: int, value: bytes) -> None:
+    status = proxy_enqueue_shared_queue(queue_id, value)
+    if status:
+        raise error_for("proxy_enqueue_shared_queue", status, f"queue {queue_id}")
+
+
+def dequeue_shared_queue(queue_id: int) -> bytes | None:
+    status, value = proxy_dequeue_shared_queue(queue_id)
+    if status:
+        if status == _EMPTY:
+            return None
+        raise error_for("proxy_dequeue_shared_queue", status, f"queue {queue_id}")
+    return value
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+def define_metric(metric_type: int, name: str) -> int:
+    status, metric_id = proxy_define_metric(metric_type, name)
+    if status:
+        raise error_for("proxy_define_metric", status, repr(name))
+    return metric_id
+
+
+def increment_metric(metric_id: int, offset: int) -> None:
+    status = proxy_increment_metric(metric_id, offset)
+    if status:
+        raise error_for("proxy_increment_metric", status)
+
+
+def record_metric(metric_id: int, value: int) -> None:
+    status = proxy_record_metric(metric_id, value)
+    if status:
+        raise error_for("proxy_record_metric", status)
+
+
+def get_metric(metric_id: int) -> int:
+    status, value = proxy_get_metric(metric_id)
+    if status:
+        raise error_for("proxy_get_metric", status)
+    return value
+
+
+# -- the VM's environment ------------------------------------------------------------------
+
+def vm_environment() -> dict[str, str]:
+    """The variables of ``vm_config.environment_variables`` (Istio's ``vmConfig.env``)."""
+    status, blob = pywasm_environ()
+    if status:
+        raise error_for("pywasm_environ", status)
+    out = {}
+    for entry in blob.split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        if sep and name:
+            out[name.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+    return out

@@ -122,6 +122,7 @@ class Abi:
     enums: dict[str, dict[str, int]]
     limits: dict[str, int]
     hostcalls: dict[str, Hostcall]
+    sdk_imports: dict[str, Hostcall]
     callbacks: dict[str, Callback]
     memory_export: str
     allocator_export: str
@@ -142,11 +143,12 @@ def _parse_signature(text: str) -> tuple[list[str], list[str]]:
 def load(path: Path | None = None) -> Abi:
     """Read and check the ABI description (cached: it never changes during a run)."""
     raw = yaml.safe_load((path or resources.abi_dir() / "proxy_wasm.yaml").read_text())
-    hostcalls = {
-        name: Hostcall(name, _params(spec.get("params")), _params(spec.get("returns")),
-                       spec.get("doc", ""))
-        for name, spec in raw["hostcalls"].items()
-    }
+    def calls(section: str) -> dict[str, Hostcall]:
+        return {name: Hostcall(name, _params(spec.get("params")), _params(spec.get("returns")),
+                               spec.get("doc", ""))
+                for name, spec in raw.get(section, {}).items()}
+
+    hostcalls, sdk_imports = calls("hostcalls"), calls("sdk_imports")
     callbacks = {
         name: Callback(name, _params(spec.get("params")), spec.get("result"))
         for name, spec in raw["callbacks"].items()
@@ -157,12 +159,13 @@ def load(path: Path | None = None) -> Abi:
         enums=raw["enums"],
         limits=raw["limits"],
         hostcalls=hostcalls,
+        sdk_imports=sdk_imports,
         callbacks=callbacks,
         memory_export=raw["module_exports"]["memory"],
         allocator_export=raw["module_exports"]["allocator"],
         wasi_allowed={n: _parse_signature(s) for n, s in raw["wasi_preview1_allowed"].items()},
     )
-    for call in hostcalls.values():
+    for call in (*hostcalls.values(), *sdk_imports.values()):
         if len(call.lowered_signature()[0]) > MAX_FLAT_PARAMS:
             raise ValueError(f"{call.name}: too many parameters for a flat canonical-ABI call")
     return abi
@@ -195,6 +198,7 @@ def wit_world(abi: Abi | None = None) -> str:
     abi = abi or load()
     lines = [f"package {WORLD_PACKAGE};", "", f"world {WORLD_NAME} {{"]
     lines += [f"  {c.wit()}" for c in abi.hostcalls.values()]
+    lines += [f"  {c.wit()}" for c in abi.sdk_imports.values()]
     lines.append("")
     lines += [f"  {c.wit()}" for c in abi.callbacks.values()]
     lines.append("}")
@@ -227,6 +231,8 @@ def runtime_module_source(abi: Abi | None = None) -> str:
     out += ["", "#: every hostcall the host provides (the names the raw bindings must have)",
             "HOSTCALLS = ("]
     out += [f"    {name!r}," for name in abi.hostcalls]
+    out += [")", "", "#: imports the build implements for the SDK (not hostcalls)", "SDK_IMPORTS = ("]
+    out += [f"    {name!r}," for name in abi.sdk_imports]
     out += [")", "", "#: every callback the host may call", "CALLBACKS = ("]
     out += [f"    {name!r}," for name in abi.callbacks]
     out += [")", "", "#: host limits of the wire formats"]

@@ -1,0 +1,368 @@
+"""HTTP and gRPC calls from a plugin, answered later, with callbacks or with ``await``.
+
+The proxy answers a call in a later callback on the ROOT context, identified by a token. This
+module keeps which context made each call (token -> waiter), and when the answer arrives makes
+that context the effective one (``proxy_set_effective_context``) before running the author's
+code, so headers, local responses and resumes act on the right stream.
+
+Two styles:
+
+- callbacks: ``token = self.dispatch_http_call(cluster, ..., callback=fn)``; ``fn(response)``
+  runs when the answer arrives (default: ``self.on_http_call_response(token, response)``);
+- ``await``: ``response = await self.http_call(cluster, ...)`` inside an ``async def``
+  callback. The SDK answers PAUSE to the proxy, resumes the coroutine with the answer, and
+  continues the stream when the coroutine returns CONTINUE (or nothing). A failed or timed-out
+  call raises :class:`HttpCallError` / :class:`GrpcCallError` inside the coroutine.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _boundary, hostcalls
+from ._abi import Action, BufferType, MapType, StreamType
+from ._protobuf import field_bytes
+from .errors import PyWasmError
+from .http import HeaderPairs, pairs_to_bytes
+from .wire import Pairs, to_bytes, to_str
+
+_COROUTINE = types.CoroutineType
+_CONTINUE = int(Action.CONTINUE)
+_PAUSE = int(Action.PAUSE)
+
+
+class HttpCallError(PyWasmError):
+    """An HTTP call got no response: the cluster reset the stream, or the timeout passed."""
+
+
+class GrpcCallError(PyWasmError):
+    """A gRPC call ended with a status other than OK; ``.status`` and ``.message`` say why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+        super().__init__(f"gRPC status {status}: {message}" if message else f"gRPC status {status}")
+
+
+@dataclass
+class HttpResponse:
+    """The answer to an HTTP call."""
+
+    headers: list[tuple[str, str]]
+    body: bytes
+    trailers: list[tuple[str, str]]
+    #: set when the call failed (no headers arrived): the proxy's reason
+    error: str | None = None
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status code, or None when the call failed."""
+        value = self.header(":status")
+        return int(value) if value and value.isdigit() else None
+
+    def header(self, name: str) -> str | None:
+        """The first value of a response header (names are lower-case)."""
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def text(self, encoding: str = "utf-8") -> str:
+        return self.body.decode(encoding, "replace")
+
+
+@dataclass
+class GrpcResponse:
+    """The answer to a unary gRPC call that ended with status OK."""
+
+    message: bytes
+    initial_metadata: list[tuple[str, str]] = field(default_factory=list)
+    trailing_metadata: list[tuple[str, str]] = field(default_factory=list)
+
+
+class GrpcStreamHandler:
+    """Subclass to receive what a gRPC stream sends back (each runs in the opener's context)."""
+
+    def on_initial_metadata(self, metadata: list[tuple[str, str]]) -> None: ...
+    def on_message(self, message: bytes) -> None: ...
+    def on_trailing_metadata(self, metadata: list[tuple[str, str]]) -> None: ...
+    def on_close(self, status: int, message: str) -> None: ...
+
+
+class GrpcStream:
+    """An open gRPC stream: send messages, half-close, cancel."""
+
+    def __init__(self, token: int) -> None:
+        self.token = token
+
+    def send(self, message: bytes, end_of_stream: bool = False) -> None:
+        hostcalls.grpc_send(self.token, message, end_of_stream)
+
+    def close(self) -> None:
+        """Half-close: no more messages from this side."""
+        hostcalls.grpc_close(self.token)
+
+    def cancel(self) -> None:
+        hostcalls.grpc_cancel(self.token)
+
+
+# -- waiters: who is waiting for which token ------------------------------------------------
+
+class _Waiter:
+    """Someone waiting for the answer to a call made from ``context_id``."""
+
+    __slots__ = ("context_id",)
+
+    def __init__(self, context_id: int) -> None:
+        self.context_id = context_id
+
+
+class _Callback(_Waiter):
+    __slots__ = ("fn",)
+
+    def __init__(self, context_id: int, fn: Callable[[Any], None]) -> None:
+        super().__init__(context_id)
+        self.fn = fn
+
+
+class _Resume(_Waiter):
+    """A coroutine suspended in an ``await`` of a call; resumes ``stream`` when it finishes."""
+
+    __slots__ = ("coroutine", "stream", "where")
+
+    def __init__(self, context_id: int, coroutine: Coroutine, stream: int | None, where: str) -> None:
+        super().__init__(context_id)
+        self.coroutine, self.stream, self.where = coroutine, stream, where
+
+
+@dataclass
+class _GrpcCallState:
+    waiter: _Waiter
+    message: bytes = b""
+    initial: list[tuple[str, str]] = field(default_factory=list)
+    trailing: list[tuple[str, str]] = field(default_factory=list)
+
+
+#: token -> what waits for its answer (HTTP calls, unary gRPC calls, gRPC streams)
+_http: dict[int, _Waiter] = {}
+_grpc: dict[int, _GrpcCallState] = {}
+_streams: dict[int, tuple[int, GrpcStreamHandler]] = {}
+
+
+def reset() -> None:
+    _http.clear()
+    _grpc.clear()
+    _streams.clear()
+
+
+def forget_context(context_id: int) -> None:
+    """The context is gone: drop what waits for it (closing suspended coroutines)."""
+    if not (_http or _grpc or _streams):
+        return
+    for table in (_http, _grpc):
+        for token in [t for t, w in table.items() if _owner(w) == context_id]:
+            waiter = table.pop(token)
+            resume = waiter.waiter if isinstance(waiter, _GrpcCallState) else waiter
+            if isinstance(resume, _Resume):
+                resume.coroutine.close()
+    for token in [t for t, (cid, _) in _streams.items() if cid == context_id]:
+        del _streams[token]
+
+
+def _owner(waiter: _Waiter | _GrpcCallState) -> int:
+    return waiter.waiter.context_id if isinstance(waiter, _GrpcCallState) else waiter.context_id
+
+
+# -- making calls ---------------------------------------------------------------------------
+
+def http_headers(method: str, path: str, authority: str, headers: HeaderPairs | None) -> Pairs:
+    """The request headers of a call: the pseudo-headers Envoy requires, then the others."""
+    extra = pairs_to_bytes(headers)
+    given = {k.lower() for k, _ in extra}
+    pseudo = [(k, to_bytes(v)) for k, v in ((b":method", method), (b":path", path), (b":authority", authority))
+              if k not in given]
+    return pseudo + extra
+
+
+def send_http(cluster: str, headers: Pairs, body: bytes, trailers: Pairs, timeout_ms: int,
+              waiter: _Waiter) -> int:
+    """Start an HTTP call whose answer goes to ``waiter``."""
+    token = hostcalls.http_call(cluster, headers, body, trailers, timeout_ms)
+    _http[token] = waiter
+    return token
+
+
+def grpc_service(cluster: str) -> bytes:
+    """envoy.config.core.v3.GrpcService{envoy_grpc: {cluster_name: cluster}}, serialized."""
+    return field_bytes(1, field_bytes(1, cluster.encode()))
+
+
+def send_grpc(cluster: str, service: str, method: str, metadata: Pairs, message: bytes,
+              timeout_ms: int, waiter: _Waiter) -> int:
+    """Start a unary gRPC call whose answer goes to ``waiter``."""
+    token = hostcalls.grpc_call(grpc_service(cluster), service, method, metadata, message, timeout_ms)
+    _grpc[token] = _GrpcCallState(waiter)
+    return token
+
+
+def open_grpc_stream(context_id: int, cluster: str, service: str, method: str, metadata: Pairs,
+                     handler: GrpcStreamHandler) -> GrpcStream:
+    token = hostcalls.grpc_stream(grpc_service(cluster), service, method, metadata)
+    _streams[token] = (context_id, handler)
+    return GrpcStream(token)
+
+
+def callback_waiter(context_id: int, fn: Callable[[Any], None]) -> _Waiter:
+    return _Callback(context_id, fn)
+
+
+class Pending:
+    """What ``await self.http_call(...)`` waits on: the coroutine yields it to the driver,
+    which starts the call with itself as the waiter."""
+
+    __slots__ = ("start",)
+
+    def __init__(self, start: Callable[[_Waiter], int]) -> None:
+        self.start = start
+
+    def __await__(self):
+        return (yield self)
+
+
+# -- driving async callbacks ----------------------------------------------------------------
+
+def run_callback_result(result: Any, context_id: int, stream: int | None, where: str) -> int:
+    """The action for the host: the callback's own, or PAUSE while a coroutine awaits a call."""
+    if result.__class__ is not _COROUTINE:
+        return _CONTINUE if result is None else result
+    return _step(result, context_id, stream, where, None, None, first=True)
+
+
+def _step(coroutine: Coroutine, context_id: int, stream: int | None, where: str,
+          value: Any, error: BaseException | None, first: bool = False) -> int:
+    """Run a coroutine to its next await (or its end). Returns the action for a first run."""
+    try:
+        awaited = coroutine.throw(error) if error is not None else coroutine.send(value)
+    except StopIteration as done:
+        action = _CONTINUE if done.value is None else int(done.value)
+        if not first and action == _CONTINUE and stream is not None:
+            hostcalls.continue_stream(stream)
+        return action
+    except BaseException:
+        _boundary.report(context_id, where)
+        if not first and stream is not None:
+            _resume_quietly(context_id, stream, where)
+        return _CONTINUE
+    if not isinstance(awaited, Pending):
+        coroutine.close()
+        raise TypeError(f"{where}: a plugin callback can only await the SDK's calls "
+                        f"(http_call, grpc_call), not {awaited!r}")
+    resume = _Resume(context_id, coroutine, stream, where)
+    try:
+        awaited.start(resume)
+    except BaseException as exc:  # the call could not start: raise it inside the coroutine
+        return _step(coroutine, context_id, stream, where, None, exc, first)
+    return _PAUSE
+
+
+def _resume_quietly(context_id: int, stream: int, where: str) -> None:
+    try:
+        hostcalls.continue_stream(stream)
+    except BaseException:
+        _boundary.report(context_id, f"{where} (resuming the stream)")
+
+
+# -- delivering answers (called by the dispatcher on the root context) ----------------------
+
+def _deliver(waiter: _Waiter, value: Any, error: BaseException | None) -> None:
+    hostcalls.set_effective_context(waiter.context_id)
+    if isinstance(waiter, _Resume):
+        _step(waiter.coroutine, waiter.context_id, waiter.stream, waiter.where, value, error)
+    elif isinstance(waiter, _Callback):
+        try:
+            waiter.fn(value if error is None else error)
+        except BaseException:
+            _boundary.report(waiter.context_id, "an HTTP/gRPC call callback")
+
+
+def on_http_call_response(token: int, num_headers: int, body_size: int, num_trailers: int) -> None:
+    waiter = _http.pop(token, None)
+    if waiter is None:
+        return  # its context is gone, or nobody asked to be told
+    if num_headers == 0:
+        code, message = _status_or_unknown()
+        reason = to_str(message) or f"status {code}"
+        response = HttpResponse([], b"", [], error=f"no response: {reason}")
+        error = HttpCallError(f"HTTP call failed: {reason}") if isinstance(waiter, _Resume) else None
+        _deliver(waiter, response, error)
+        return
+    headers = hostcalls.get_map_pairs(MapType.HTTP_CALL_RESPONSE_HEADERS)
+    body = (hostcalls.get_buffer(BufferType.HTTP_CALL_RESPONSE_BODY, 0, body_size) or b"") if body_size else b""
+    trailers = hostcalls.get_map_pairs(MapType.HTTP_CALL_RESPONSE_TRAILERS) if num_trailers else []
+    response = HttpResponse([(to_str(k), to_str(v)) for k, v in headers], body,
+                            [(to_str(k), to_str(v)) for k, v in trailers])
+    _deliver(waiter, response, None)
+
+
+def _status_or_unknown() -> tuple[int, bytes]:
+    try:
+        return hostcalls.get_status()
+    except PyWasmError:
+        return -1, b""
+
+
+def _metadata(map_type: int) -> list[tuple[str, str]]:
+    return [(to_str(k), to_str(v)) for k, v in hostcalls.get_map_pairs(map_type)]
+
+
+def on_grpc_receive_initial_metadata(token: int, num_elements: int) -> None:
+    if token in _grpc:
+        _grpc[token].initial = _metadata(MapType.GRPC_RECEIVE_INITIAL_METADATA)
+    elif token in _streams:
+        context_id, handler = _streams[token]
+        _to_handler(context_id, handler.on_initial_metadata, _metadata(MapType.GRPC_RECEIVE_INITIAL_METADATA))
+
+
+def on_grpc_receive(token: int, message_size: int) -> None:
+    message = (hostcalls.get_buffer(BufferType.GRPC_RECEIVE_BUFFER, 0, message_size) or b"") if message_size else b""
+    if token in _grpc:
+        _grpc[token].message = message
+    elif token in _streams:
+        context_id, handler = _streams[token]
+        _to_handler(context_id, handler.on_message, message)
+
+
+def on_grpc_receive_trailing_metadata(token: int, num_elements: int) -> None:
+    if token in _grpc:
+        _grpc[token].trailing = _metadata(MapType.GRPC_RECEIVE_TRAILING_METADATA)
+    elif token in _streams:
+        context_id, handler = _streams[token]
+        _to_handler(context_id, handler.on_trailing_metadata, _metadata(MapType.GRPC_RECEIVE_TRAILING_METADATA))
+
+
+def on_grpc_close(token: int, status_code: int) -> None:
+    _, message = _status_or_unknown()
+    text = to_str(message)
+    state = _grpc.pop(token, None)
+    if state is not None:
+        if status_code == 0:
+            _deliver(state.waiter, GrpcResponse(state.message, state.initial, state.trailing), None)
+        else:
+            error = GrpcCallError(status_code, text)
+            _deliver(state.waiter, error, error if isinstance(state.waiter, _Resume) else None)
+        return
+    stream = _streams.pop(token, None)
+    if stream is not None:
+        _to_handler(stream[0], stream[1].on_close, status_code, text)
+
+
+def _to_handler(context_id: int, method: Callable[..., None], *args: Any) -> None:
+    try:
+        hostcalls.set_effective_context(context_id)
+        method(*args)
+    except BaseException:
+        _boundary.report(context_id, f"gRPC stream handler {getattr(method, '__name__', '')}")

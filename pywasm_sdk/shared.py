@@ -1,0 +1,78 @@
+"""State shared by every VM of the same ``vm_id`` in a proxy (one VM per worker thread).
+
+Shared data is a key-value store with compare-and-swap: read a value with its CAS token, write
+it back with that token, and the write fails with :class:`CasMismatch` if another worker wrote
+in between (read again and retry). Shared queues carry bytes from any VM to the root context
+that registered the queue, which gets ``on_queue_ready``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import hostcalls
+from .wire import to_bytes
+
+
+class SharedValue(NamedTuple):
+    value: bytes
+    cas: int
+
+
+def get_shared_data(key: str) -> SharedValue | None:
+    """The value of ``key`` and its CAS token, or None when the key was never set."""
+    found = hostcalls.get_shared_data(key)
+    return None if found is None else SharedValue(*found)
+
+
+def set_shared_data(key: str, value: str | bytes, *, cas: int = 0) -> None:
+    """Write ``key``. With ``cas`` from get_shared_data, only if nobody wrote since (else
+    CasMismatch); ``cas=0`` writes unconditionally."""
+    hostcalls.set_shared_data(key, to_bytes(value), cas)
+
+
+def update_shared_data(key: str, update, *, attempts: int = 16) -> bytes:
+    """Atomically replace ``key`` with ``update(old_value_or_None) -> bytes``; retries on
+    CasMismatch (raises it after ``attempts`` lost races). Returns the value written."""
+    from .errors import CasMismatch
+
+    for _ in range(attempts):
+        current = get_shared_data(key)
+        new = to_bytes(update(None if current is None else current.value))
+        try:
+            set_shared_data(key, new, cas=0 if current is None else current.cas)
+            return new
+        except CasMismatch:
+            continue
+    raise CasMismatch("proxy_set_shared_data", 8, f"{key!r}: lost {attempts} races in a row")
+
+
+class SharedQueue:
+    """A queue of byte messages; ``register`` it in the root context that consumes it."""
+
+    __slots__ = ("queue_id",)
+
+    def __init__(self, queue_id: int) -> None:
+        self.queue_id = queue_id
+
+    @classmethod
+    def register(cls, name: str) -> SharedQueue:
+        """Create (or find) the queue ``name`` owned by the calling root context, which then
+        gets on_queue_ready(queue_id) when items arrive. Valid in root callbacks."""
+        return cls(hostcalls.register_shared_queue(name))
+
+    @classmethod
+    def resolve(cls, vm_id: str, name: str) -> SharedQueue | None:
+        """Find a queue another VM (or this one) registered; None if there is none yet."""
+        queue_id = hostcalls.resolve_shared_queue(vm_id, name)
+        return None if queue_id is None else cls(queue_id)
+
+    def enqueue(self, message: str | bytes) -> None:
+        hostcalls.enqueue_shared_queue(self.queue_id, to_bytes(message))
+
+    def dequeue(self) -> bytes | None:
+        """The oldest message, or None when the queue is empty."""
+        return hostcalls.dequeue_shared_queue(self.queue_id)
+
+    def __repr__(self) -> str:
+        return f"SharedQueue({self.queue_id})"
