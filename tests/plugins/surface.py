@@ -1,0 +1,70 @@
+"""A plugin using the wider proxy-wasm surface, for end-to-end tests in the real Envoy.
+
+/authz/...   asks the "authz" cluster (await) and answers 403 itself when it says no
+/rewrite     has its response body rewritten (buffered until the end of the stream)
+/shared      counts requests in shared data (compare-and-swap) across all workers
+every response: x-vm (an id per VM), x-greeting (from the VM's environment variables)
+a timer ticks every 100 ms; a counter counts requests
+"""
+
+import os
+
+from pywasm_sdk import (Action, Counter, HttpContext, RootContext, log, register,
+                        update_shared_data)
+
+REQUESTS = Counter("surface.requests")
+VM_ID = {"value": ""}
+
+
+class Surface(HttpContext):
+    async def on_request_headers(self, num_headers, end_of_stream):
+        REQUESTS.increment()
+        self.path = self.request_headers.get(":path") or "/"
+        if self.path.startswith("/authz/"):
+            answer = await self.http_call("authz", path="/check", headers={
+                "x-user": self.request_headers.get("x-user") or ""}, timeout=5)
+            if answer.status != 200:
+                self.send_local_response(403, f"denied by authz ({answer.status})\n",
+                                         headers={"x-denied-by": "surface"})
+                return Action.PAUSE
+            self.request_headers.add("x-authz", answer.header("x-decision") or "")
+        elif self.path == "/shared":
+            self.hits = int(update_shared_data("surface.hits", lambda old: str(int(old or b"0") + 1)))
+
+    def on_response_headers(self, num_headers, end_of_stream):
+        self.response_headers.add("x-vm", VM_ID["value"])
+        self.response_headers.add("x-greeting", os.environ.get("SURFACE_GREETING", "(unset)"))
+        if getattr(self, "hits", None) is not None:
+            self.response_headers.add("x-hits", str(self.hits))
+        if self.path == "/rewrite":
+            self.response_headers.remove("content-length")  # the body changes length
+
+    def on_response_body(self, body_size, end_of_stream):
+        if self.path != "/rewrite":
+            return Action.CONTINUE
+        if not end_of_stream:
+            return Action.PAUSE  # let Envoy buffer the whole body
+        body = self.response_body.read()
+        self.response_body.replace(b"rewritten by python: " + body.upper())
+        return Action.CONTINUE
+
+
+class SurfaceRoot(RootContext):
+    http_context = Surface
+
+    def on_vm_start(self, vm_config):
+        VM_ID["value"] = os.urandom(4).hex()
+        return True
+
+    def on_configure(self, plugin_config):
+        self.ticks = 0
+        self.set_tick_period(100)
+        return True
+
+    def on_tick(self):
+        self.ticks += 1
+        if self.ticks == 3:
+            log.info("surface: tick %d in vm %s", self.ticks, VM_ID["value"])
+
+
+register(SurfaceRoot)
