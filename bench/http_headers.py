@@ -383,7 +383,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark examples/http_headers in a real Envoy against a no-wasm baseline.")
     parser.add_argument("--requests", type=int, default=150000,
-                        help="measured requests per listener (default 150000)")
+                        help="measured requests per listener, rounded up to whole blocks (default 150000)")
     parser.add_argument("--concurrency", type=int, default=1,
                         help="Envoy worker threads (default 1)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")

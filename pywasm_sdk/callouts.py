@@ -35,7 +35,30 @@ _PAUSE = int(Action.PAUSE)
 
 
 class HttpCallError(PyWasmError):
-    """An HTTP call got no response: the cluster reset the stream, or the timeout passed."""
+    """An HTTP call got no response from the upstream: the timeout passed, the connection
+    failed or was reset, or the cluster had no healthy host."""
+
+
+#: Envoy answers a call that got no upstream response with a local reply of its own (504 after
+#: the timeout, 503 when connecting failed) instead of reporting a failure; these are its texts.
+_ENVOY_FAILURE_BODIES = (
+    (504, b"upstream request timeout", "timeout"),
+    (504, b"upstream max stream duration reached", "timeout"),
+    (503, b"upstream connect error or disconnect/reset before headers", "connection failure"),
+    (503, b"no healthy upstream", "no healthy upstream"),
+)
+
+
+def envoy_failure(response: HttpResponse) -> str | None:
+    """The failure an HTTP call response stands for, when it is Envoy's own local reply
+    (its status and text, no ``date`` header: an upstream's reply has one), else None."""
+    status = response.status
+    if status not in (503, 504) or response.header("date") is not None:
+        return None
+    for code, text, reason in _ENVOY_FAILURE_BODIES:
+        if status == code and response.body.startswith(text):
+            return f"{reason} ({response.body.decode(errors='replace')})"
+    return None
 
 
 class GrpcCallError(PyWasmError):
@@ -305,6 +328,12 @@ def on_http_call_response(token: int, num_headers: int, body_size: int, num_trai
     trailers = hostcalls.get_map_pairs(MapType.HTTP_CALL_RESPONSE_TRAILERS) if num_trailers else []
     response = HttpResponse([(to_str(k), to_str(v)) for k, v in headers], body,
                             [(to_str(k), to_str(v)) for k, v in trailers])
+    failure = envoy_failure(response)
+    if failure is not None:
+        response.error = failure
+        if isinstance(waiter, _Resume):
+            _deliver(waiter, response, HttpCallError(f"HTTP call failed: {failure}"))
+            return
     _deliver(waiter, response, None)
 
 

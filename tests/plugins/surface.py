@@ -3,14 +3,16 @@
 /authz/...   asks the "authz" cluster (await) and answers 403 itself when it says no
 /rewrite     has its response body rewritten (buffered until the end of the stream)
 /shared      counts requests in shared data (compare-and-swap) across all workers
+/slow, /missing-cluster   calls that fail: answered 504 / 502 by the plugin
+/hostile     reads an unknown property and echoes a non-UTF-8 header value
 every response: x-vm (an id per VM), x-greeting (from the VM's environment variables)
 a timer ticks every 100 ms; a counter counts requests
 """
 
 import os
 
-from pywasm_sdk import (Action, Counter, HttpContext, RootContext, log, register,
-                        update_shared_data)
+from pywasm_sdk import (Action, BadArgument, Counter, HttpCallError, HttpContext, RootContext,
+                        get_property, log, register, update_shared_data)
 
 REQUESTS = Counter("surface.requests")
 VM_ID = {"value": ""}
@@ -28,6 +30,21 @@ class Surface(HttpContext):
                                          headers={"x-denied-by": "surface"})
                 return Action.PAUSE
             self.request_headers.add("x-authz", answer.header("x-decision") or "")
+        elif self.path == "/slow":
+            try:
+                await self.http_call("authz", path="/slow", timeout=0.2)
+            except HttpCallError as exc:
+                self.send_local_response(504, f"{exc}\n")
+                return Action.PAUSE
+        elif self.path == "/missing-cluster":
+            try:
+                await self.http_call("no-such-cluster")
+            except BadArgument as exc:
+                self.send_local_response(502, f"{exc}\n")
+                return Action.PAUSE
+        elif self.path == "/hostile":
+            self.unknown = get_property(("no", "such", "property"))
+            self.binary = self.request_headers.get("x-binary")
         elif self.path == "/shared":
             self.hits = int(update_shared_data("surface.hits", lambda old: str(int(old or b"0") + 1)))
 
@@ -38,6 +55,9 @@ class Surface(HttpContext):
             self.response_headers.add("x-hits", str(self.hits))
         if self.path == "/rewrite":
             self.response_headers.remove("content-length")  # the body changes length
+        if self.path == "/hostile":
+            self.response_headers.add("x-unknown-property", repr(self.unknown))
+            self.response_headers.add("x-binary-echo", self.binary or "")
 
     def on_response_body(self, body_size, end_of_stream):
         if self.path != "/rewrite":
