@@ -155,3 +155,15 @@ def test_body_larger_than_the_buffer_limit(surface_envoy):
         assert status >= 500 or not body.startswith(b"rewritten by python")
     assert E.http_request(port, "/rewrite")[0] == 200
     assert "raised" not in envoy.log_text()
+
+
+def test_grpc_call_failure_raises_inside_the_coroutine(surface_envoy):
+    _, port, _ = surface_envoy
+    status, _, body = E.http_request(port, "/grpc")
+    assert status == 503 and body.startswith(b"grpc failed: status ")
+
+
+def test_shared_queue_reaches_the_registering_root(surface_envoy):
+    envoy, port, _ = surface_envoy
+    assert E.http_request(port, "/enqueue/hello")[0] == 200
+    envoy.wait_for_log(r"surface: queue got /enqueue/hello")

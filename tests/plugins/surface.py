@@ -5,14 +5,17 @@
 /shared      counts requests in shared data (compare-and-swap) across all workers
 /slow, /missing-cluster   calls that fail: answered 504 / 502 by the plugin
 /hostile     reads an unknown property and echoes a non-UTF-8 header value
+/grpc        a unary gRPC call to a cluster that does not speak gRPC: answered 503
+/enqueue     puts the request path on a shared queue; on_queue_ready logs it
 every response: x-vm (an id per VM), x-greeting (from the VM's environment variables)
 a timer ticks every 100 ms; a counter counts requests
 """
 
 import os
 
-from pywasm_sdk import (Action, BadArgument, Counter, HttpCallError, HttpContext, RootContext,
-                        get_property, log, register, update_shared_data)
+from pywasm_sdk import (Action, BadArgument, Counter, GrpcCallError, HttpCallError, HttpContext,
+                        RootContext, SharedQueue, get_property, log, properties, register,
+                        update_shared_data)
 
 REQUESTS = Counter("surface.requests")
 VM_ID = {"value": ""}
@@ -42,6 +45,14 @@ class Surface(HttpContext):
             except BadArgument as exc:
                 self.send_local_response(502, f"{exc}\n")
                 return Action.PAUSE
+        elif self.path == "/grpc":
+            try:
+                await self.grpc_call("authz", "test.Authz", "Check", b"\x0a\x05alice", timeout=2)
+            except GrpcCallError as exc:
+                self.send_local_response(503, f"grpc failed: status {exc.status}\n")
+                return Action.PAUSE
+        elif self.path.startswith("/enqueue"):
+            SharedQueue.resolve(properties.plugin_vm_id(), "surface.events").enqueue(self.path)
         elif self.path == "/hostile":
             self.unknown = get_property(("no", "such", "property"))
             self.binary = self.request_headers.get("x-binary")
@@ -77,9 +88,14 @@ class SurfaceRoot(RootContext):
         return True
 
     def on_configure(self, plugin_config):
+        self.queue = SharedQueue.register("surface.events")
         self.ticks = 0
         self.set_tick_period(100)
         return True
+
+    def on_queue_ready(self, queue_id):
+        while (message := self.queue.dequeue()) is not None:
+            log.info("surface: queue got %s", message.decode())
 
     def on_tick(self):
         self.ticks += 1
