@@ -243,6 +243,14 @@ def _reseed_random() -> None:
         random.seed()
 
 
+def _answer(result: object, where: str) -> bool:
+    """The bool a callback answers the host (None means True)."""
+    if result.__class__ is _COROUTINE:
+        result.close()  # type: ignore[attr-defined]
+        raise TypeError(f"{where} cannot be async: the proxy needs its answer before it goes on")
+    return result is not False
+
+
 def _read_config(buffer_type: int, size: int) -> bytes:
     return (hostcalls.get_buffer(buffer_type, 0, size) or b"") if size else b""
 
@@ -266,7 +274,7 @@ class Exports:
             os.environ.update(hostcalls.vm_environment())
             root = _root(root_context_id)
             root.vm_config = _read_config(BufferType.VM_CONFIGURATION, vm_configuration_size)
-            return root.on_vm_start(root.vm_config) is not False
+            return _answer(root.on_vm_start(root.vm_config), "on_vm_start")
         except BaseException:
             _report(root_context_id, "on_vm_start")
             return False
@@ -276,7 +284,7 @@ class Exports:
             log.refresh_level()
             root = _root(root_context_id)
             root.plugin_config = _read_config(BufferType.PLUGIN_CONFIGURATION, plugin_configuration_size)
-            return root.on_configure(root.plugin_config) is not False
+            return _answer(root.on_configure(root.plugin_config), "on_configure")
         except BaseException:
             _report(root_context_id, "on_configure")
             return False
@@ -435,14 +443,16 @@ class Exports:
 
     def proxy_on_done(self, context_id: int) -> bool:
         try:
-            return _contexts[context_id].on_done() is not False
+            return _answer(_contexts[context_id].on_done(), "on_done")
         except BaseException:
             _report(context_id, "on_done")
             return True
 
     def proxy_on_log(self, context_id: int) -> None:
         try:
-            _contexts[context_id].on_log()
+            r = _contexts[context_id].on_log()
+            if r.__class__ is _COROUTINE:
+                _run(r, context_id, None, "on_log")
         except BaseException:
             _report(context_id, "on_log")
 
@@ -451,6 +461,9 @@ class Exports:
             ctx = _contexts.pop(context_id, None)
             callouts.forget_context(context_id)
             if ctx is not None and ctx is not _NO_CONTEXT:
-                ctx.on_delete()
+                r = ctx.on_delete()
+                if r.__class__ is _COROUTINE:
+                    r.close()
+                    raise TypeError("on_delete cannot be async: the context is already gone")
         except BaseException:
             _report(context_id, "on_delete")

@@ -190,10 +190,21 @@ def forget_context(context_id: int) -> None:
         for token in [t for t, w in table.items() if _owner(w) == context_id]:
             waiter = table.pop(token)
             resume = waiter.waiter if isinstance(waiter, _GrpcCallState) else waiter
+            if table is _grpc:
+                _quietly(hostcalls.grpc_cancel, token, context_id)
             if isinstance(resume, _Resume):
-                resume.coroutine.close()
+                _quietly(resume.coroutine.close, None, context_id)
     for token in [t for t, (cid, _) in _streams.items() if cid == context_id]:
         del _streams[token]
+        _quietly(hostcalls.grpc_cancel, token, context_id)
+
+
+def _quietly(fn: Callable[..., Any], arg: Any, context_id: int) -> None:
+    """Clean up without letting a failure stop the rest of the clean-up."""
+    try:
+        fn() if arg is None else fn(arg)
+    except BaseException:
+        _boundary.report(context_id, "cleaning up the calls of a finished stream")
 
 
 def _owner(waiter: _Waiter | _GrpcCallState) -> int:
@@ -282,8 +293,14 @@ def _step(coroutine: Coroutine, context_id: int, stream: int | None, where: str,
         return _CONTINUE
     if not isinstance(awaited, Pending):
         coroutine.close()
-        raise TypeError(f"{where}: a plugin callback can only await the SDK's calls "
-                        f"(http_call, grpc_call), not {awaited!r}")
+        try:
+            raise TypeError(f"{where}: a plugin callback can only await the SDK's calls "
+                            f"(http_call, grpc_call), not {awaited!r}")
+        except TypeError:
+            _boundary.report(context_id, where)
+        if not first and stream is not None:
+            _resume_quietly(context_id, stream, where)
+        return _CONTINUE
     resume = _Resume(context_id, coroutine, stream, where)
     try:
         awaited.start(resume)
@@ -307,7 +324,9 @@ def _deliver(waiter: _Waiter, value: Any, error: BaseException | None) -> None:
         _step(waiter.coroutine, waiter.context_id, waiter.stream, waiter.where, value, error)
     elif isinstance(waiter, _Callback):
         try:
-            waiter.fn(value if error is None else error)
+            result = waiter.fn(value if error is None else error)
+            if result.__class__ is _COROUTINE:
+                _step(result, waiter.context_id, None, "an HTTP/gRPC call callback", None, None, first=True)
         except BaseException:
             _boundary.report(waiter.context_id, "an HTTP/gRPC call callback")
 
@@ -392,6 +411,8 @@ def on_grpc_close(token: int, status_code: int) -> None:
 def _to_handler(context_id: int, method: Callable[..., None], *args: Any) -> None:
     try:
         hostcalls.set_effective_context(context_id)
-        method(*args)
+        result = method(*args)
+        if result.__class__ is _COROUTINE:
+            _step(result, context_id, None, f"gRPC stream handler {method.__name__}", None, None, first=True)
     except BaseException:
         _boundary.report(context_id, f"gRPC stream handler {getattr(method, '__name__', '')}")

@@ -28,10 +28,13 @@ from .wire import to_bytes
 _NO_GRPC_STATUS = -1
 
 
-def _milliseconds(seconds: float) -> int:
-    if seconds < 0:
-        raise ValueError(f"timeout must be >= 0 seconds, got {seconds}")
-    return int(seconds * 1000)
+def _milliseconds(seconds: float | None) -> int:
+    """A timeout for the host: None waits forever (the host's 0); a positive timeout is at least 1 ms."""
+    if seconds is None:
+        return 0
+    if seconds <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {seconds}")
+    return max(1, round(seconds * 1000))
 
 
 class Context:
@@ -52,13 +55,23 @@ class Context:
 
     def done(self) -> None:
         """Finish this context after on_done returned False."""
+        self.set_effective_context()
         hostcalls.done()
+
+    def set_effective_context(self) -> None:
+        """Make the hostcalls that follow act on this context.
+
+        Inside this context's own callbacks that is already so. Call it in a root callback
+        (on_tick, on_queue_ready, a call's answer) before touching a stream's headers or body;
+        ``resume_*``, ``reset``, ``close`` and ``send_local_response`` do it themselves.
+        """
+        hostcalls.set_effective_context(self.context_id)
 
     # -- calls to other services (see pywasm_sdk.callouts) -------------------------------
     def http_call(self, cluster: str, *, method: str = "GET", path: str = "/",
                   headers: HeaderPairs | None = None, body: str | bytes = b"",
                   trailers: HeaderPairs | None = None, authority: str | None = None,
-                  timeout: float = 5.0) -> Awaitable[HttpResponse]:
+                  timeout: float | None = 5.0) -> Awaitable[HttpResponse]:
         """``response = await self.http_call(...)`` in an ``async def`` callback.
 
         ``cluster`` is an Envoy cluster name. The stream is paused while the call is out and
@@ -72,7 +85,7 @@ class Context:
     def dispatch_http_call(self, cluster: str, *, method: str = "GET", path: str = "/",
                            headers: HeaderPairs | None = None, body: str | bytes = b"",
                            trailers: HeaderPairs | None = None, authority: str | None = None,
-                           timeout: float = 5.0,
+                           timeout: float | None = 5.0,
                            callback: Callable[[HttpResponse], None] | None = None) -> int:
         """Start an HTTP call; ``callback(response)`` runs when it is answered (default:
         ``self.on_http_call_response(token, response)``). Returns the call's token.
@@ -91,14 +104,14 @@ class Context:
         """The answer to a ``dispatch_http_call`` made without a callback."""
 
     def grpc_call(self, cluster: str, service: str, method: str, message: bytes, *,
-                  metadata: HeaderPairs | None = None, timeout: float = 5.0) -> Awaitable[GrpcResponse]:
+                  metadata: HeaderPairs | None = None, timeout: float | None = 5.0) -> Awaitable[GrpcResponse]:
         """``response = await self.grpc_call(...)``: a unary gRPC call to an Envoy cluster.
         Raises GrpcCallError when the call ends with a status other than OK."""
         request = (cluster, service, method, pairs_to_bytes(metadata), to_bytes(message), _milliseconds(timeout))
         return callouts.Pending(lambda waiter: callouts.send_grpc(*request, waiter))
 
     def dispatch_grpc_call(self, cluster: str, service: str, method: str, message: bytes, *,
-                           metadata: HeaderPairs | None = None, timeout: float = 5.0,
+                           metadata: HeaderPairs | None = None, timeout: float | None = 5.0,
                            callback: Callable[[Any], None]) -> int:
         """Start a unary gRPC call; ``callback`` gets a GrpcResponse, or a GrpcCallError."""
         return callouts.send_grpc(cluster, service, method, pairs_to_bytes(metadata), to_bytes(message),
@@ -213,19 +226,23 @@ class HttpContext(Context):
         request callback afterwards so that the request goes no further. ``details`` appears
         in Envoy's access log as the response code details.
         """
+        self.set_effective_context()
         hostcalls.send_local_response(status, details, to_bytes(body), pairs_to_bytes(headers),
                                       _NO_GRPC_STATUS if grpc_status is None else grpc_status)
 
     def resume_request(self) -> None:
         """Continue a request paused by returning PAUSE (e.g. after an HTTP call answered)."""
+        self.set_effective_context()
         hostcalls.continue_stream(StreamType.HTTP_REQUEST)
 
     def resume_response(self) -> None:
         """Continue a paused response."""
+        self.set_effective_context()
         hostcalls.continue_stream(StreamType.HTTP_RESPONSE)
 
     def reset(self) -> None:
         """Reset the stream (the client sees the connection or stream reset)."""
+        self.set_effective_context()
         hostcalls.close_stream(StreamType.HTTP_REQUEST)
 
 
@@ -259,8 +276,10 @@ class StreamContext(Context):
 
     def resume_downstream(self) -> None:
         """Continue reading from the client after a PAUSE."""
+        self.set_effective_context()
         hostcalls.continue_stream(StreamType.DOWNSTREAM)
 
     def close(self) -> None:
         """Close the connection (after flushing what was written)."""
+        self.set_effective_context()
         hostcalls.close_stream(StreamType.DOWNSTREAM)

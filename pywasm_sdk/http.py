@@ -35,9 +35,11 @@ class HeaderMap:
     ``str`` decoded from UTF-8; bytes that are not UTF-8 survive as surrogates and are written
     back unchanged. The ``*_bytes`` methods give the raw bytes.
 
-    Valid in the callbacks of the matching phase (request headers from on_request_headers on;
-    response headers from on_response_headers on; both in on_log), and in an HTTP call's
-    response for its own maps.
+    Valid in the callback of their phase (request headers in on_request_headers, response
+    headers in on_response_headers; trailers in the trailers callbacks), for as long as the
+    stream is paused there, and read-only in on_log. Envoy lets go of a map once its callback
+    returns CONTINUE: reading request headers in on_response_headers raises BadArgument (get)
+    or gives nothing (items). Keep what you need on ``self``.
     """
 
     __slots__ = ("map_type",)

@@ -34,8 +34,7 @@ _TO_LOGGING = {
 
 def _emit(level: int, msg: object, args: tuple) -> None:
     if level >= _threshold:
-        text = str(msg) % args if args else str(msg)
-        hostcalls.proxy_log(level, text)
+        hostcalls.log(level, str(msg) % args if args else str(msg))
 
 
 def trace(msg: object, *args: object) -> None:
@@ -86,7 +85,7 @@ def refresh_level() -> None:
 def write_unconditionally(level: int, text: str) -> None:
     """Write a line whatever the threshold, never raising (used for uncaught exceptions)."""
     try:
-        hostcalls.proxy_log(level, text)
+        hostcalls.log(level, text)
     except BaseException:  # noqa: BLE001 - the last resort must not fail
         pass
 
@@ -100,7 +99,7 @@ class ProxyLogHandler(_logging.Handler):
             proxy_level = (LogLevel.CRITICAL if no >= 50 else LogLevel.ERROR if no >= 40 else
                            LogLevel.WARN if no >= 30 else LogLevel.INFO if no >= 20 else
                            LogLevel.DEBUG if no >= 10 else LogLevel.TRACE)
-            hostcalls.proxy_log(proxy_level, self.format(record))
+            hostcalls.log(proxy_level, self.format(record))
         except Exception:  # noqa: BLE001 - logging's own contract
             self.handleError(record)
 

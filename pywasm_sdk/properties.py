@@ -55,9 +55,13 @@ def get_property_list(path: PropertyPath) -> list[str] | None:
     return None if value is None else [to_str(k) for k, _ in decode_pairs(value)]
 
 
-def set_property(path: PropertyPath, value: str | bytes) -> None:
-    """Set a property for later filters and access logs (Envoy: filter state ``wasm.<path>``)."""
-    hostcalls.set_property(encode_path(path), to_bytes(value))
+def set_property(name: str | bytes | tuple[str | bytes], value: str | bytes) -> None:
+    """Set a property for later filters and access logs (Envoy: filter state ``wasm.<name>``,
+    readable back with ``get_property(name)``). One segment: Envoy stores it under one key."""
+    path = encode_path(name)
+    if b"\0" in path:
+        raise ValueError(f"set_property takes one name, not a path of segments: {name!r}")
+    hostcalls.set_property(path, to_bytes(value))
 
 
 # -- the attributes plugins use most (Envoy's attribute names) -------------------------------
@@ -126,9 +130,10 @@ def node_id() -> str | None:
 
 
 def cluster_name() -> str | None:
-    """The upstream cluster of the current route."""
-    return get_property_str(("cluster_name",))
+    """The upstream cluster of the current route (Envoy 1.40: ``xds.cluster_name``)."""
+    return get_property_str(("xds", "cluster_name"))
 
 
 def route_name() -> str | None:
-    return get_property_str(("route_name",))
+    """The name of the current route (Envoy 1.40: ``xds.route_name``)."""
+    return get_property_str(("xds", "route_name"))

@@ -33,7 +33,11 @@ def set_shared_data(key: str, value: str | bytes, *, cas: int = 0) -> None:
 
 def update_shared_data(key: str, update, *, attempts: int = 16) -> bytes:
     """Atomically replace ``key`` with ``update(old_value_or_None) -> bytes``; retries on
-    CasMismatch (raises it after ``attempts`` lost races). Returns the value written."""
+    CasMismatch (raises it after ``attempts`` lost races). Returns the value written.
+
+    The ABI has no "create only if absent": when two workers create a missing key at the same
+    moment, one write wins unseen. Create shared keys once (e.g. in on_configure) when that
+    matters."""
     from .errors import CasMismatch
 
     for _ in range(attempts):

@@ -84,6 +84,23 @@ def to_bytes(value: str | bytes) -> bytes:
     raise TypeError(f"expected str or bytes, got {type(value).__name__}")
 
 
+def safe_text(value: str) -> str:
+    """A str that is valid Unicode, for hostcall parameters typed ``string``.
+
+    componentize-py aborts the whole VM (a Rust panic, not a Python exception) when asked to
+    pass a str containing lone surrogates, which is what ``to_str`` makes of bytes that are not
+    UTF-8. Here each byte that was not UTF-8 becomes one U+FFFD, as a plain decode would show
+    it; ASCII text is returned as is.
+    """
+    if value.isascii():
+        return value
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # lone surrogates that did not come from bytes
+        raw = value.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
 def to_str(value: bytes) -> str:
     """UTF-8 -> str; bytes that are not UTF-8 survive as surrogates (see to_bytes)."""
     return value.decode("utf-8", "surrogateescape")

@@ -112,3 +112,16 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert err.startswith("pywasm build: error: ") and "nope_nope" in err
     assert "Traceback" not in err
     assert not (tmp_path / "x.wasm").exists()
+
+
+def test_async_callback_that_must_answer_at_once_is_refused(tmp_path):
+    message = failing_build(tmp_path, """\
+        from pywasm_sdk import RootContext, register
+
+        class Root(RootContext):
+            async def on_configure(self, plugin_config):
+                return True
+
+        register(Root)
+        """)
+    assert "Root.on_configure cannot be async" in message

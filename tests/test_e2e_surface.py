@@ -136,6 +136,7 @@ def test_hostile_input_gets_documented_results(surface_envoy):
     assert reply.startswith(b"HTTP/1.1 200")
     assert b"x-unknown-property: None\r\n" in reply           # an unknown property is None
     assert b"x-binary-echo: " + value + b"\r\n" in reply     # non-UTF-8 bytes round-trip
+    envoy.wait_for_log("surface: binary header \ufffd\ufffd not utf-8 \ufffd\\(")  # logged, VM alive
     big = "v" * 30000                                          # a large header value
     status, headers, _ = E.http_request(port, "/hostile", headers={"x-binary": big})
     assert status == 200 and headers["x-binary-echo"] == big

@@ -97,3 +97,14 @@ def test_text_round_trip_preserves_any_bytes(raw):
 def test_to_bytes_rejects_other_types():
     with pytest.raises(TypeError, match="expected str or bytes, got int"):
         wire.to_bytes(3)  # type: ignore[arg-type]
+
+
+@given(st.text())
+def test_safe_text_is_always_encodable(text):
+    assert isinstance(wire.safe_text(text).encode("utf-8"), bytes)
+
+
+def test_safe_text_shows_each_undecodable_byte_once():
+    assert wire.safe_text(wire.to_str(b"\xff\xfe ok \xc3(")) == "\ufffd\ufffd ok \ufffd("
+    assert wire.safe_text("plain") == "plain"
+    assert wire.safe_text("\ud800x") == "\ufffd\ufffd\ufffdx"

@@ -13,17 +13,30 @@ Nothing here runs a plugin; :mod:`.host` answers hostcalls from these objects an
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from ..wire import to_bytes
+from ..wire import encode_pairs, to_bytes
 
 Pairs = list[tuple[bytes, bytes]]
 
 #: how tests pass headers: pairs or a mapping, names and values as str or bytes
 HeaderInput = Union[Iterable[tuple[Union[str, bytes], Union[str, bytes]]],
                     Mapping[Union[str, bytes], Union[str, bytes]], None]
+
+
+def serialize_pairs(pairs: Pairs) -> bytes:
+    """Pairs in the wire format as the host writes them: no SDK-side size limits (Envoy sends
+    whatever a map holds), and an empty map as zero bytes."""
+    if not pairs:
+        return b""
+    try:
+        return encode_pairs(pairs)
+    except ValueError:  # beyond the limits the SDK enforces on what it sends
+        head = [len(pairs).to_bytes(4, "little")] + [struct.pack("<II", len(k), len(v)) for k, v in pairs]
+        return b"".join(head) + b"".join(k + b"\0" + v + b"\0" for k, v in pairs)
 
 
 def normalize_pairs(pairs: HeaderInput) -> Pairs:
@@ -112,7 +125,9 @@ class Direction:
 
     ``stopped`` is where the filter stopped the iteration and nobody continued it yet:
     ``"headers"`` (Envoy's StopAllIteration: later data is held back from the filter),
-    ``"body"`` (StopIterationAndBuffer: later chunks accumulate in ``body``), ``"trailers"``.
+    ``"headers only"`` (StopIteration, with allow_on_headers_stop_iteration: later data still
+    reaches the filter), ``"body"`` (StopIterationAndBuffer: later chunks accumulate in
+    ``body``), ``"trailers"``.
     """
 
     headers: HeaderMapState | None = None
@@ -165,7 +180,7 @@ class RootState(ContextState):
     http_call_response: tuple[HeaderMapState, bytes, HeaderMapState | None] | None = None
     grpc_initial_metadata: HeaderMapState | None = None
     grpc_trailing_metadata: HeaderMapState | None = None
-    grpc_receive_buffer: bytes | None = None
+    grpc_receive_buffer: bytearray | None = None
     #: proxy_get_status: Envoy keeps the code until the next failure overwrites it
     status_code: int = 0
     status_message: bytes = b""

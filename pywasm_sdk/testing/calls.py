@@ -157,7 +157,6 @@ class GrpcCall:
         self._check()
         self.state = "answered"
         self._host._answer_grpc(self.token, "message", bytes(message))
-        self._host._answer_grpc(self.token, "done", None)
 
     def fail(self, status: int = 14, message: str = "") -> None:
         """The call fails with a gRPC status (default 14 UNAVAILABLE): ``proxy_on_grpc_close``."""

@@ -59,20 +59,27 @@ class PluginTrap(MockHostError):
         context_id: the context it ran for (0 when none).
         python_traceback: the Python traceback the plugin wrote to its log during that callback,
             when there is one (the most useful thing to read).
+        stderr: what the module wrote to stderr during that callback (e.g. the runtime's panic
+            message naming the Python error), when it wrote something.
         wasm_backtrace: the wasm frames of the trap (wasm only), as text.
     """
 
     def __init__(self, message: str, *, callback: str = "", context_id: int = 0,
-                 python_traceback: str | None = None, wasm_backtrace: str | None = None) -> None:
+                 python_traceback: str | None = None, wasm_backtrace: str | None = None,
+                 stderr: str | None = None) -> None:
         self.callback = callback
         self.context_id = context_id
         self.python_traceback = python_traceback
         self.wasm_backtrace = wasm_backtrace
+        self.stderr = stderr
         details = message
         if python_traceback:
             details += "\n\nPython traceback written by the plugin:\n" + python_traceback.rstrip()
-        elif wasm_backtrace:
-            details += "\n\nwasm backtrace:\n" + wasm_backtrace.rstrip()
+        else:
+            if stderr:
+                details += "\n\nthe module wrote to stderr:\n" + stderr.rstrip()
+            if wasm_backtrace:
+                details += "\n\nwasm backtrace:\n" + wasm_backtrace.rstrip()
         super().__init__(details)
 
 

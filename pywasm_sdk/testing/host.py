@@ -34,24 +34,23 @@ context.cc`` and ``foreign.cc``. In brief:
 
 from __future__ import annotations
 
-import struct
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .._abi import (PAIRS_MAX_BYTES, PAIRS_MAX_COUNT, BufferType, LogLevel, MapType, MetricType,
                     Status, StreamType)
-from ..wire import WireFormatError, decode_pairs, encode_pairs, to_str
-from . import _proto
-from ._state import (ContextState, HeaderMapState, HttpState, Peer, RootState, StreamCommon,
-                     TcpState)
+from ..wire import WireFormatError, decode_pairs, to_str
+from . import _proto, foreign
+from ._state import (ContextState, HeaderMapState, HttpState, Peer, RootState, StreamCommon, TcpState,
+                     serialize_pairs)
 from .calls import CallAnswerer, GrpcCall, GrpcStream, HttpCall
 from .errors import HostMisuseError, MockHostError, UnsupportedByMockHost
-from .properties import MISSING, lookup, merge
+from .foreign import KNOWN_FILTER_STATE_KEYS
+from .properties import ENVOY_ATTRIBUTES, MISSING, lookup, merge, stream_attribute
 from .records import LocalResponse, LogRecord, Logs, Metric, Metrics
 from .shared import SharedData, SharedQueues, SharedStore
 
@@ -60,36 +59,6 @@ __all__ = ["Deferred", "HostConfig", "HostState", "KNOWN_FILTER_STATE_KEYS"]
 _OK = Status.OK
 _U64 = (1 << 64) - 1
 
-#: Envoy filter-state keys with a registered ObjectFactory (``set_envoy_filter_state`` accepts
-#: only these; the test can add more with ``filter_state_keys=``)
-KNOWN_FILTER_STATE_KEYS = frozenset({
-    "envoy.tcp_proxy.cluster",
-    "envoy.tcp_proxy.per_connection_idle_timeout_ms",
-    "envoy.upstream.dynamic_host",
-    "envoy.upstream.dynamic_port",
-    "envoy.network.upstream_server_name",
-    "envoy.network.application_protocols",
-    "envoy.network.upstream_subject_alt_names",
-    "envoy.network.transport_socket.original_dst_address",
-    "envoy.filters.listener.original_dst.local_ip",
-    "envoy.filters.listener.original_dst.remote_ip",
-    "envoy.string",
-})
-#: keys whose object factory parses an unsigned integer (createFromBytes fails otherwise)
-_NUMERIC_FILTER_STATE_KEYS = frozenset({
-    "envoy.upstream.dynamic_port", "envoy.tcp_proxy.per_connection_idle_timeout_ms",
-})
-#: Envoy's foreign functions this host does not emulate: using one raises UnsupportedByMockHost
-_FOREIGN_NOT_EMULATED = frozenset({
-    "declare_property", "sign", "verify_signature", "expr_create", "expr_evaluate", "expr_delete",
-})
-#: first path segments Envoy resolves itself (others fall back to filter state "wasm.<name>")
-_PROPERTY_TOKENS = frozenset({
-    "metadata", "request", "response", "connection", "upstream", "node", "source", "destination",
-    "listener_direction", "listener_metadata", "cluster_name", "cluster_metadata", "route_name",
-    "route_metadata", "plugin_name", "upstream_host_metadata", "plugin_root_id", "plugin_vm_id",
-    "connection_id", "filter_state", "xds",
-})
 _METRIC_TYPE_MASK = 0x3
 _ID_INCREMENT = 0x4
 
@@ -121,14 +90,15 @@ class HostConfig:
     allow_on_headers_stop_iteration: bool = False
 
 
+DeferredKind = Literal["local_response", "continue", "close", "delete_root"]
+
+
 @dataclass(frozen=True)
 class Deferred:
-    """Something Envoy does after the current callback returns (``addAfterVmCallAction``).
+    """Something Envoy does after the current callback returns (``addAfterVmCallAction``): send a
+    local response, continue or close a stream, delete a root after ``proxy_done``."""
 
-    ``kind`` is ``"local_response"``, ``"continue"``, ``"close"`` or ``"delete_root"``.
-    """
-
-    kind: str
+    kind: DeferredKind
     context_id: int
     stream_type: int = 0
     response: LocalResponse | None = None
@@ -154,17 +124,6 @@ def host_pairs(blob: bytes) -> list[tuple[bytes, bytes]]:
         return []
     used = 4 + sum(8 + len(k) + len(v) + 2 for k, v in pairs)
     return pairs if used == len(blob) else []
-
-
-def _serialize_pairs(pairs: list[tuple[bytes, bytes]]) -> bytes:
-    """The host's own serialization (no SDK-side limits: Envoy sends what the map holds)."""
-    if not pairs:
-        return b""
-    try:
-        return encode_pairs(pairs)
-    except ValueError:
-        head = [len(pairs).to_bytes(4, "little")] + [struct.pack("<II", len(k), len(v)) for k, v in pairs]
-        return b"".join(head) + b"".join(k + b"\0" + v + b"\0" for k, v in pairs)
 
 
 def _replace_all_empty_space(text: str) -> str:
@@ -204,7 +163,8 @@ class HostState:
         #: callbacks allowed while the host runs restricted code (_initialize, the allocator)
         self.allowed: frozenset[str] | None = None
         self.restricted_phase = ""
-        #: the VM configuration is readable only in on_vm_start, the plugin's in on_configure
+        #: PLUGIN_CONFIGURATION exists only while the root is created and configured (Envoy's
+        #: temp_plugin_); VM_CONFIGURATION is always readable
         self.plugin_config_readable = False
         self.after_call: deque[Deferred] = deque()
         self.posted: deque[tuple[int, int]] = deque()
@@ -345,7 +305,8 @@ class HostState:
     # -- logging and time -----------------------------------------------------------------------
 
     def proxy_log(self, level: int, message: str) -> int:
-        self._ctx("proxy_log") if self.allowed is None else None
+        if self.allowed is None:  # restricted phases (_initialize, the allocator) may log
+            self._ctx("proxy_log")
         if level > LogLevel.CRITICAL:
             return Status.BAD_ARGUMENT
         self.record_log(LogLevel(level), message, "proxy_log")
@@ -388,7 +349,8 @@ class HostState:
             response = root.http_call_response
             return (response[1], False) if response is not None else (None, False)
         if buffer_type == BufferType.GRPC_RECEIVE_BUFFER:
-            return (root.grpc_receive_buffer, False) if root.grpc_receive_buffer is not None else (b"", False)
+            received = root.grpc_receive_buffer
+            return (received, True) if received is not None else (b"", False)
         if buffer_type == BufferType.FOREIGN_FUNCTION_ARGUMENTS:
             return b"", False
         if isinstance(ctx, HttpState):
@@ -488,7 +450,7 @@ class HostState:
         if map_type > max(MapType):
             return Status.BAD_ARGUMENT, b""
         header_map, _ = self._readable_map("proxy_get_header_map_pairs", map_type)
-        return _OK, _serialize_pairs(header_map.pairs) if header_map is not None else b""
+        return _OK, serialize_pairs(header_map.pairs) if header_map is not None else b""
 
     def proxy_set_header_map_pairs(self, map_type: int, pairs: bytes) -> int:
         if map_type > max(MapType):
@@ -802,93 +764,26 @@ class HostState:
         return _OK
 
     def _property(self, ctx: ContextState, name: str) -> Any:
+        """The value of top-level attribute ``name`` for ``ctx``: derived, then overridden by the
+        test's properties, else (for names Envoy does not know) filter state ``wasm.<name>``."""
         stream = ctx if isinstance(ctx, StreamCommon) else None
+        config = self.config
+        plugin_level = {"plugin_name": config.plugin_name, "plugin_root_id": config.root_id,
+                        "plugin_vm_id": config.vm_id}
+        if name in plugin_level:
+            derived: Any = plugin_level[name]
+        elif name == "node":
+            node = config.node
+            derived = _proto.node_message(str(node.get("id", "")), str(node.get("cluster", "")),
+                                          node.get("metadata") or {})
+        else:
+            derived = stream_attribute(stream, name) if stream is not None else MISSING
         override = merge(self.properties.get(name, MISSING),
                          stream.properties.get(name, MISSING) if stream is not None else MISSING)
-        value = merge(self._derived_property(ctx, name), override)
-        if value is MISSING and name not in _PROPERTY_TOKENS and stream is not None:
+        value = merge(derived, override)
+        if value is MISSING and name not in ENVOY_ATTRIBUTES and stream is not None:
             value = stream.filter_state.get("wasm." + name, MISSING)
         return value
-
-    def _derived_property(self, ctx: ContextState, name: str) -> Any:
-        config = self.config
-        if name == "plugin_name":
-            return config.plugin_name
-        if name == "plugin_root_id":
-            return config.root_id
-        if name == "plugin_vm_id":
-            return config.vm_id
-        if name == "node":
-            node = config.node
-            return _proto.node_message(str(node.get("id", "")), str(node.get("cluster", "")),
-                                       node.get("metadata") or {})
-        if not isinstance(ctx, StreamCommon):
-            return MISSING
-        if name in ("source", "destination"):
-            peer = ctx.source if name == "source" else ctx.destination
-            return {"address": peer.address, "port": peer.port}
-        if name == "connection_id":
-            return ctx.connection_id
-        if name == "connection":
-            return {"id": ctx.connection_id, "mtls": False, "requested_server_name": ""}
-        if name == "filter_state":
-            return {k: (v.encode() if isinstance(v, str) else v) for k, v in ctx.filter_state.items()}
-        if isinstance(ctx, HttpState) and name == "request":
-            return self._request_attributes(ctx)
-        if isinstance(ctx, HttpState) and name == "response":
-            return self._response_attributes(ctx)
-        return MISSING
-
-    @staticmethod
-    def _headers_attribute(header_map: HeaderMapState) -> dict[str, str]:
-        # Envoy's HeadersWrapper: a repeated header reads as its values joined with ","
-        out: dict[str, str] = {}
-        for key, _ in header_map.pairs:
-            name = to_str(key)
-            if name not in out:
-                out[name] = ",".join(to_str(v) for v in header_map.get_all(key))
-        return out
-
-    def _request_attributes(self, ctx: HttpState) -> dict[str, Any]:
-        attrs: dict[str, Any] = {"time": ctx.start_ns, "protocol": ctx.protocol,
-                                 "size": len(ctx.request.body_so_far())}
-        headers = ctx.request.headers if (ctx.request.headers_live or ctx.access_log_phase) else None
-        if headers is None:
-            return attrs
-        path = headers.get(b":path")
-        for attr, key in (("host", b":authority"), ("scheme", b":scheme"), ("method", b":method"),
-                          ("referer", b"referer"), ("useragent", b"user-agent"), ("id", b"x-request-id")):
-            value = headers.get(key)
-            if value is not None:
-                attrs[attr] = to_str(value)
-        if path is not None:
-            text = to_str(path)
-            attrs["path"] = text
-            attrs["url_path"], _, attrs["query"] = text.partition("?")
-        attrs["headers"] = self._headers_attribute(headers)
-        return attrs
-
-    def _response_attributes(self, ctx: HttpState) -> dict[str, Any]:
-        response = ctx.response
-        attrs: dict[str, Any] = {}
-        if response.headers is not None:
-            status = response.headers.get(b":status")
-            if status is not None and status.isdigit():
-                attrs["code"] = int(status)
-            attrs["size"] = len(response.body_so_far())
-        if ctx.response_code_details:
-            attrs["code_details"] = ctx.response_code_details
-        readable = response.headers_live or ctx.access_log_phase
-        if readable and response.headers is not None:
-            attrs["headers"] = self._headers_attribute(response.headers)
-        if (response.trailers_live or ctx.access_log_phase) and response.trailers is not None:
-            attrs["trailers"] = self._headers_attribute(response.trailers)
-        for source in (response.trailers, response.headers):
-            grpc = source.get(b"grpc-status") if source is not None else None
-            if grpc is not None and grpc.isdigit():
-                attrs["grpc_status"] = int(grpc)
-                break
-        return attrs
 
     # -- contexts, done, foreign functions ------------------------------------------------------
 
@@ -913,43 +808,23 @@ class HostState:
         custom = self.foreign_functions.get(name)
         if custom is not None:
             return _OK, bytes(custom(bytes(arguments)))
-        if name == "set_envoy_filter_state":
-            return self._set_envoy_filter_state(ctx, arguments), b""
-        if name == "clear_route_cache":
-            if isinstance(ctx, HttpState):
-                ctx.route_cache_cleared += 1
-            return _OK, b""
-        if name == "compress":
-            return _OK, zlib.compress(arguments)
-        if name == "uncompress":
-            try:
-                return _OK, zlib.decompress(arguments)
-            except zlib.error:
-                return Status.SERIALIZATION_FAILURE, b""
-        if name in _FOREIGN_NOT_EMULATED:
+        try:
+            return foreign.call(name, arguments, ctx, filter_state_keys=self.config.filter_state_keys,
+                                note=self.note)
+        except foreign.NotEmulated:
             raise self._fail(UnsupportedByMockHost(
                 f"the plugin called Envoy's foreign function {name!r}, which the mock host does not "
                 f"emulate; provide it with MockHost(..., foreign_functions={{{name!r}: fn}}) where fn "
-                "takes the argument bytes and returns the result bytes"))
-        return Status.NOT_FOUND, b""
+                "takes the argument bytes and returns the result bytes")) from None
 
-    def _set_envoy_filter_state(self, ctx: ContextState, arguments: bytes) -> int:
-        try:
-            args = _proto.parse_strings(arguments, {1: "path", 2: "value", 3: "span"})
-        except _proto.ProtoError:
-            return Status.BAD_ARGUMENT
-        path, value = args.get("path", ""), args.get("value", "")
-        if path not in self.config.filter_state_keys:
-            self.note(f"set_envoy_filter_state: Envoy has no filter-state object factory for {path!r} "
-                      "(NOT_FOUND); add it with filter_state_keys=... if your Envoy registers one")
-            return Status.NOT_FOUND
-        if path in _NUMERIC_FILTER_STATE_KEYS and not value.isdigit():
-            return Status.BAD_ARGUMENT
-        if not isinstance(ctx, StreamCommon):
-            return Status.NOT_FOUND  # no stream info on a root context
-        ctx.filter_state[path] = value
-        ctx.filter_state_spans[path] = int(args.get("span", 0))
-        return _OK
+    # -- SDK imports: implemented by the build inside the .wasm, served here for native plugins --
+
+    def pywasm_environ(self) -> tuple[int, bytes]:
+        """The VM's environment variables as "K=V\\0" entries: what the build's WASI bridge reads
+        with ``environ_get`` inside the .wasm (abi/proxy_wasm.yaml ``sdk_imports``)."""
+        self._ctx("pywasm_environ")
+        return _OK, b"".join(f"{k}={v}".encode("utf-8", "surrogateescape") + b"\0"
+                             for k, v in self.config.env.items())
 
     # -- the test's view of a root --------------------------------------------------------------
 

@@ -26,17 +26,26 @@ request headers are reachable, as in Envoy), ``response`` (``code``, ``code_deta
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._abi import Status
-from ..wire import encode_pairs, to_bytes, to_str
+from ..wire import to_bytes, to_str
 from ._proto import Message
+from ._state import HeaderMapState, HttpState, StreamCommon, serialize_pairs
 
-__all__ = ["encode_value", "lookup", "merge"]
+__all__ = ["ENVOY_ATTRIBUTES", "MISSING", "encode_value", "lookup", "merge", "stream_attribute"]
 
+#: "no such value" (None is a value a test may give)
 MISSING: Any = object()
+
+#: first path segments Envoy resolves itself (others fall back to filter state "wasm.<name>")
+ENVOY_ATTRIBUTES = frozenset({
+    "metadata", "request", "response", "connection", "upstream", "node", "source", "destination",
+    "listener_direction", "listener_metadata", "cluster_name", "cluster_metadata", "route_name",
+    "route_metadata", "plugin_name", "upstream_host_metadata", "plugin_root_id", "plugin_vm_id",
+    "connection_id", "filter_state", "xds",
+})
 
 
 def encode_value(value: Any) -> bytes:
@@ -54,27 +63,10 @@ def encode_value(value: Any) -> bytes:
     if isinstance(value, float):
         return struct.pack("<d", value)
     if isinstance(value, Mapping):
-        return _pairs([(encode_value(k), encode_value(v)) for k, v in value.items()])
+        return serialize_pairs([(encode_value(k), encode_value(v)) for k, v in value.items()])
     if isinstance(value, Sequence):
-        return _pairs([(encode_value(v), b"") for v in value])
+        return serialize_pairs([(encode_value(v), b"") for v in value])
     raise TypeError(f"a property cannot hold {type(value).__name__}")
-
-
-def _pairs(pairs: list[tuple[bytes, bytes]]) -> bytes:
-    # Envoy serializes whatever the map holds; the SDK-side limits do not apply here.
-    try:
-        return encode_pairs(pairs)
-    except ValueError:
-        return _encode_unlimited(pairs)
-
-
-def _encode_unlimited(pairs: list[tuple[bytes, bytes]]) -> bytes:
-    sizes = [len(pairs).to_bytes(4, "little")]
-    data = []
-    for key, value in pairs:
-        sizes.append(struct.pack("<II", len(key), len(value)))
-        data += (key, b"\0", value, b"\0")
-    return b"".join(sizes) + b"".join(data)
 
 
 def merge(derived: Any, override: Any) -> Any:
@@ -123,3 +115,80 @@ def lookup(path: bytes, top: Callable[[str], Any]) -> tuple[Status, bytes]:
         return Status.OK, encode_value(value)
     except TypeError:
         return Status.SERIALIZATION_FAILURE, b""
+
+
+# -- what the host derives from a stream ----------------------------------------------------------
+
+def stream_attribute(stream: StreamCommon, name: str) -> Any:
+    """The attribute ``name`` Envoy derives from a stream's info, or MISSING."""
+    if name in ("source", "destination"):
+        peer = stream.source if name == "source" else stream.destination
+        return {"address": peer.address, "port": peer.port}
+    if name == "connection_id":
+        return stream.connection_id
+    if name == "connection":
+        return {"id": stream.connection_id, "mtls": False, "requested_server_name": ""}
+    if name == "filter_state":
+        return {key: to_bytes(value) for key, value in stream.filter_state.items()}
+    if isinstance(stream, HttpState) and name == "request":
+        return _request(stream)
+    if isinstance(stream, HttpState) and name == "response":
+        return _response(stream)
+    return MISSING
+
+
+def _headers(header_map: HeaderMapState) -> dict[str, str]:
+    """Envoy's HeadersWrapper: a repeated header reads as its values joined with ","."""
+    out: dict[str, str] = {}
+    for key, _ in header_map.pairs:
+        name = to_str(key)
+        if name not in out:
+            out[name] = ",".join(to_str(v) for v in header_map.get_all(key))
+    return out
+
+
+def _request(stream: HttpState) -> dict[str, Any]:
+    """``request.*``: stream info always; header-derived values only while Envoy holds the headers
+    (or in the access-log phase), as its RequestWrapper does."""
+    attrs: dict[str, Any] = {"time": stream.start_ns, "protocol": stream.protocol,
+                             "size": len(stream.request.body_so_far())}
+    request = stream.request
+    headers = request.headers if (request.headers_live or stream.access_log_phase) else None
+    if headers is None:
+        return attrs
+    for attr, key in (("host", b":authority"), ("scheme", b":scheme"), ("method", b":method"),
+                      ("referer", b"referer"), ("useragent", b"user-agent"), ("id", b"x-request-id")):
+        value = headers.get(key)
+        if value is not None:
+            attrs[attr] = to_str(value)
+    path = headers.get(b":path")
+    if path is not None:
+        text = to_str(path)
+        attrs["path"] = text
+        attrs["url_path"], _, attrs["query"] = text.partition("?")
+    attrs["headers"] = _headers(headers)
+    return attrs
+
+
+def _response(stream: HttpState) -> dict[str, Any]:
+    """``response.*``: code and details from stream info; headers/trailers while reachable."""
+    response = stream.response
+    attrs: dict[str, Any] = {}
+    if response.headers is not None:
+        status = response.headers.get(b":status")
+        if status is not None and status.isdigit():
+            attrs["code"] = int(status)
+        attrs["size"] = len(response.body_so_far())
+    if stream.response_code_details:
+        attrs["code_details"] = stream.response_code_details
+    readable = stream.access_log_phase
+    if (response.headers_live or readable) and response.headers is not None:
+        attrs["headers"] = _headers(response.headers)
+    if (response.trailers_live or readable) and response.trailers is not None:
+        attrs["trailers"] = _headers(response.trailers)
+    for source in (response.trailers, response.headers):
+        grpc = source.get(b"grpc-status") if source is not None else None
+        if grpc is not None and grpc.isdigit():
+            attrs["grpc_status"] = int(grpc)
+            break
+    return attrs

@@ -164,5 +164,4 @@ class Metrics(Mapping[str, Metric]):
 
     def value(self, name: str) -> int:
         """The current value of a counter or gauge (0 when it was never defined)."""
-        found = self._named(name)
-        return found[0].value if len(found) == 1 else self[name].value if found else 0
+        return self[name].value if self._named(name) else 0

@@ -28,6 +28,25 @@ def _where(exc: BaseException, plugin_dir: Path) -> tuple[str | None, int | None
     return found
 
 
+#: callbacks whose answer the proxy needs at once: they cannot await anything
+_SYNCHRONOUS = ("on_vm_start", "on_configure", "on_done", "on_delete")
+
+
+def _async_problems(registrations: list) -> list[str]:
+    import inspect
+
+    found = []
+    for reg in registrations:
+        for cls in (reg.root, reg.root.http_context, reg.root.stream_context):
+            for name in _SYNCHRONOUS:
+                method = getattr(cls, name, None) if cls is not None else None
+                if method is not None and inspect.iscoroutinefunction(method):
+                    found.append(f"{cls.__qualname__}.{name} cannot be async: the proxy needs its "
+                                 "answer before it goes on (only stream callbacks, on_tick, "
+                                 "on_queue_ready, on_log and call callbacks may await)")
+    return found
+
+
 def run(plugin_dir: Path, module: str) -> dict:
     from pywasm_sdk import _dispatch
     from pywasm_sdk.errors import NoHostError
@@ -54,6 +73,10 @@ def run(plugin_dir: Path, module: str) -> dict:
         return {"ok": False, "file": str(plugin_dir / f"{module}.py"), "line": None,
                 "error": "the plugin registers no root context: call register(...) at module level, "
                          "e.g. `register(http=MyHttpContext)` or `register(MyRootContext)`"}
+    problems = _async_problems(_dispatch.registrations())
+    if problems:
+        return {"ok": False, "file": str(plugin_dir / f"{module}.py"), "line": None,
+                "error": "; ".join(problems)}
     modules = sorted(
         name for name, mod in list(sys.modules.items())
         if getattr(mod, "__file__", None) and Path(mod.__file__).resolve().is_relative_to(plugin_dir)

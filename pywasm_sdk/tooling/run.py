@@ -18,16 +18,16 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from . import checks, resources, wasm_file
 from . import envoy as E
-from . import resources
+from .addresses import ensure_port_free, parse_upstream
 from .build import BuildError, build, resolve_plugin
 
+#: the listener's port when --port is not given (documented in docs/workflow.md and the README)
 DEFAULT_PORT = 10000
 PLUGIN_NAME = VM_ID = "pywasm"
 # Envoy writes "wasm log [<plugin name> ]<vm id>: <message>" (the name only for stream contexts)
 _PLUGIN_LOG = re.compile(rf"\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log (?:{PLUGIN_NAME} )?{VM_ID}: (.*)")
-_TCP_CALLBACKS = {"proxy_on_new_connection", "proxy_on_downstream_data", "proxy_on_upstream_data",
-                  "proxy_on_downstream_connection_close", "proxy_on_upstream_connection_close"}
 
 
 def cache_dir() -> Path:
@@ -54,9 +54,20 @@ def source_digest(plugin: str | os.PathLike[str]) -> str:
 
 
 def cached_build(plugin: str | os.PathLike[str], progress: Callable[[str], None]) -> tuple[Path, list[str] | None]:
-    """The plugin's .wasm, built only when its sources changed. A .wasm path is used as is."""
+    """The plugin's .wasm, built only when its sources changed, and the callbacks it exports.
+
+    A .wasm path is used as is, after the checks ``pywasm build`` runs on its own output (so a
+    module Envoy would refuse is reported now, not after Envoy started).
+    """
     if str(plugin).endswith(".wasm"):
-        return Path(plugin), None
+        try:
+            module = wasm_file.load(plugin)
+        except wasm_file.ModuleFileError as exc:
+            raise BuildError(str(exc)) from None
+        found = checks.problems(module.data)
+        if found:
+            raise BuildError(f"{plugin}: Envoy would not load this module:\n  " + "\n  ".join(found))
+        return module.path, module.exported_callbacks
     target = cache_dir() / "builds" / f"{source_digest(plugin)}.wasm"
     callbacks_file = target.with_suffix(".callbacks")
     if target.exists() and callbacks_file.exists():
@@ -67,66 +78,106 @@ def cached_build(plugin: str | os.PathLike[str], progress: Callable[[str], None]
     return target, result.callbacks
 
 
-def _parse_upstream(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--upstream {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return host, int(port)
+class _StopSignals:
+    """Ctrl-C and SIGTERM for a run in the foreground (main thread only; elsewhere a no-op).
+
+    Until :meth:`serving`, both raise KeyboardInterrupt, so a build or an Envoy start that is
+    under way unwinds through ``finally`` and nothing is left running (Envoy runs in its own
+    session and would outlive us otherwise). Once serving, they only set ``stop``: the log loop
+    ends and the cleanup runs without being interrupted.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._saved: dict[int, object] = {}
+        self._active = threading.current_thread() is threading.main_thread()
+
+    def _install(self, handler: Callable[[int, object], None]) -> None:
+        if self._active:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.signal(sig, handler)
+                self._saved.setdefault(sig, previous)
+
+    def __enter__(self) -> _StopSignals:
+        def interrupt(_sig: int, _frame: object) -> None:
+            raise KeyboardInterrupt
+        self._install(interrupt)
+        return self
+
+    def serving(self) -> None:
+        self._install(lambda _sig, _frame: self._stop.set())
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 def run(plugin: str, *, config: bytes = b"", port: int = DEFAULT_PORT, upstream: str | None = None,
         tcp: bool | None = None, progress: Callable[[str], None] | None = None,
         out: Callable[[str], None] = print, stop: threading.Event | None = None) -> int:
-    """Serve ``plugin`` until ``stop`` is set, Ctrl-C or SIGTERM. Returns an exit status."""
+    """Serve ``plugin`` until ``stop`` is set, Ctrl-C or SIGTERM. Returns an exit status.
+
+    ``tcp`` forces a network (True) or HTTP (False) filter; None decides from the callbacks the
+    module exports (see :func:`.wasm_file.filter_type`). Bad options raise ``ValueError``
+    (``AddressError``, ``ModuleFileError``) before anything is built or started; a failed build
+    raises ``BuildError``. Envoy failing to start is reported on stderr (status 1); an
+    interruption before Envoy is ready returns 130.
+    """
     say = progress or (lambda _m: None)
-    wasm, callbacks = cached_build(plugin, say)
-    is_tcp = tcp if tcp is not None else bool(callbacks and _TCP_CALLBACKS & set(callbacks)
-                                              and "proxy_on_request_headers" not in callbacks)
+    ensure_port_free(port)  # before the build: a taken port should not cost 20 s to find out
+    target = parse_upstream(upstream) if upstream else None
     stop = stop or threading.Event()
-    servers = []
-    if upstream:
-        target = _parse_upstream(upstream)
-    else:
-        server = (E.TcpServer(banner=b"hello from the pywasm echo upstream\n") if is_tcp
-                  else E.EchoUpstream()).start()
-        servers.append(server)
-        target = server.address
+    with _StopSignals(stop) as signals:
+        try:
+            wasm, callbacks = cached_build(plugin, say)
+        except KeyboardInterrupt:
+            return 130
+        override = None if tcp is None else ("network" if tcp else "http")
+        is_tcp = wasm_file.filter_type(callbacks or [], override, source=str(plugin)) == "network"
+        servers: list[E.EchoUpstream | E.TcpServer] = []
+        envoy: E.Envoy | None = None
+        try:
+            if target is None:
+                server = (E.TcpServer(banner=b"hello from the pywasm echo upstream\n") if is_tcp
+                          else E.EchoUpstream())
+                servers.append(server.start())
+                target = server.address
+            envoy = E.Envoy(_bootstrap(wasm, config, port, target, is_tcp), progress=say)
+            say(f"starting Envoy with a {'TCP' if is_tcp else 'HTTP'} listener; V8 compiles the "
+                "plugin first (a few seconds per MB of code)")
+            envoy.start()
+            signals.serving()
+            if is_tcp:
+                out(f"plugin listening on 127.0.0.1:{port} (TCP), upstream {target[0]}:{target[1]}")
+                out(f"try: printf 'hello\\n' | nc 127.0.0.1 {port}")
+            else:
+                out(f"plugin serving http://127.0.0.1:{port}/ (upstream {target[0]}:{target[1]})")
+                out(f"try: curl -i http://127.0.0.1:{port}/hello")
+            out("plugin log (Ctrl-C stops Envoy):")
+            _follow_plugin_log(envoy, out, stop)
+            return 0
+        except KeyboardInterrupt:
+            return 130
+        except E.EnvoyError as exc:
+            print(f"pywasm run: error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if envoy is not None:
+                envoy.stop()
+                say("envoy stopped")
+            for server in servers:
+                server.stop()
+
+
+def _bootstrap(wasm: Path, config: bytes, port: int, upstream: tuple[str, int], is_tcp: bool) -> dict:
+    """The Envoy configuration of a run: the listener, the plugin, one upstream cluster."""
     admin = E.free_port()
     if is_tcp:
-        bootstrap = E.tcp_bootstrap(wasm_path=wasm, plugin_config=config, listener_port=port,
-                                    admin_port=admin, clusters={"upstream": target},
-                                    default_cluster="upstream", plugin_name=PLUGIN_NAME, vm_id=VM_ID)
-    else:
-        bootstrap = E.http_bootstrap(wasm_path=wasm, plugin_config=config, listener_port=port,
-                                     upstream=target, admin_port=admin, plugin_name=PLUGIN_NAME,
-                                     vm_id=VM_ID)
-    envoy = E.Envoy(bootstrap, progress=say)
-    handlers: dict = {}
-    try:
-        envoy.start()  # Ctrl-C here is a KeyboardInterrupt; the finally clause stops Envoy
-        # From now on Ctrl-C and SIGTERM only ask the loop to stop, so cleanup runs undisturbed.
-        handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-        if is_tcp:
-            out(f"plugin listening on 127.0.0.1:{port} (TCP), upstream {target[0]}:{target[1]}")
-            out(f"try: printf 'hello\\n' | nc 127.0.0.1 {port}")
-        else:
-            out(f"plugin serving http://127.0.0.1:{port}/ (upstream {target[0]}:{target[1]})")
-            out(f"try: curl -i http://127.0.0.1:{port}/hello")
-        out("plugin log (Ctrl-C stops Envoy):")
-        _follow_plugin_log(envoy, out, stop)
-        return 0
-    except KeyboardInterrupt:
-        return 130
-    except (E.EnvoyError, BuildError) as exc:
-        print(f"pywasm run: error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        envoy.stop()
-        for server in servers:
-            server.stop()
-        say("envoy stopped")
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        return E.tcp_bootstrap(wasm_path=wasm, plugin_config=config, listener_port=port,
+                               admin_port=admin, clusters={"upstream": upstream},
+                               default_cluster="upstream", plugin_name=PLUGIN_NAME, vm_id=VM_ID)
+    return E.http_bootstrap(wasm_path=wasm, plugin_config=config, listener_port=port,
+                            upstream=upstream, admin_port=admin, plugin_name=PLUGIN_NAME, vm_id=VM_ID)
 
 
 def _follow_plugin_log(envoy: E.Envoy, out: Callable[[str], None], stop: threading.Event) -> None:

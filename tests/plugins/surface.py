@@ -56,6 +56,7 @@ class Surface(HttpContext):
         elif self.path == "/hostile":
             self.unknown = get_property(("no", "such", "property"))
             self.binary = self.request_headers.get("x-binary")
+            log.info("surface: binary header %s", self.binary)  # not valid Unicode: must not crash
         elif self.path == "/shared":
             self.hits = int(update_shared_data("surface.hits", lambda old: str(int(old or b"0") + 1)))
 
