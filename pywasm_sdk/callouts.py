@@ -165,7 +165,6 @@ class _Resume(_Waiter):
 @dataclass
 class _GrpcCallState:
     waiter: _Waiter
-    message: bytes = b""
     initial: list[tuple[str, str]] = field(default_factory=list)
     trailing: list[tuple[str, str]] = field(default_factory=list)
 
@@ -377,8 +376,11 @@ def on_grpc_receive_initial_metadata(token: int, num_elements: int) -> None:
 
 def on_grpc_receive(token: int, message_size: int) -> None:
     message = (hostcalls.get_buffer(BufferType.GRPC_RECEIVE_BUFFER, 0, message_size) or b"") if message_size else b""
-    if token in _grpc:
-        _grpc[token].message = message
+    state = _grpc.pop(token, None)
+    if state is not None:
+        # Envoy ends a successful unary call here: no proxy_on_grpc_close follows
+        # (its close callback only reports failures).
+        _deliver(state.waiter, GrpcResponse(message, state.initial, state.trailing), None)
     elif token in _streams:
         context_id, handler = _streams[token]
         _to_handler(context_id, handler.on_message, message)
@@ -396,12 +398,9 @@ def on_grpc_close(token: int, status_code: int) -> None:
     _, message = _status_or_unknown()
     text = to_str(message)
     state = _grpc.pop(token, None)
-    if state is not None:
-        if status_code == 0:
-            _deliver(state.waiter, GrpcResponse(state.message, state.initial, state.trailing), None)
-        else:
-            error = GrpcCallError(status_code, text)
-            _deliver(state.waiter, error, error if isinstance(state.waiter, _Resume) else None)
+    if state is not None:  # a unary call that failed (success arrives in on_grpc_receive)
+        error = GrpcCallError(status_code, text)
+        _deliver(state.waiter, error, error if isinstance(state.waiter, _Resume) else None)
         return
     stream = _streams.pop(token, None)
     if stream is not None:

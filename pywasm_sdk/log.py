@@ -137,16 +137,41 @@ class _LineWriter:
         return True
 
 
-def route_standard_output() -> None:
-    """Send ``print``, ``sys.stderr`` and the ``logging`` root logger to the proxy log.
-
-    Called when a plugin module is compiled into a .wasm (where stdout has no other use); the
-    native mock host does the same for the plugins it runs.
+class PluginOutput:
+    """Routes ``print``, ``sys.stderr`` and the ``logging`` root logger to the proxy log while
+    active. Reusable: the native mock host enters it around every callback, so that a plugin's
+    output goes where it goes in the .wasm and the test process's own output is untouched.
+    The root logger's level set by the plugin (see refresh_level) is kept between uses.
     """
-    sys.stdout = _LineWriter(LogLevel.INFO)  # type: ignore[assignment]
-    sys.stderr = _LineWriter(LogLevel.ERROR)  # type: ignore[assignment]
-    root = _logging.getLogger()
-    if not any(isinstance(h, ProxyLogHandler) for h in root.handlers):
-        handler = ProxyLogHandler()
-        handler.setFormatter(_Formatter("%(message)s"))
-        root.addHandler(handler)
+
+    def __init__(self) -> None:
+        self._stdout = _LineWriter(LogLevel.INFO)
+        self._stderr = _LineWriter(LogLevel.ERROR)
+        self._handler = ProxyLogHandler()
+        self._handler.setFormatter(_Formatter("%(message)s"))
+        self._plugin_level: int | None = None
+        self._saved: tuple = ()
+
+    def __enter__(self) -> PluginOutput:
+        root = _logging.getLogger()
+        self._saved = (sys.stdout, sys.stderr, root.level)
+        sys.stdout, sys.stderr = self._stdout, self._stderr  # type: ignore[assignment]
+        if self._plugin_level is not None:
+            root.setLevel(self._plugin_level)
+        root.addHandler(self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        root = _logging.getLogger()
+        root.removeHandler(self._handler)
+        self._plugin_level = root.level
+        sys.stdout, sys.stderr, level = self._saved
+        root.setLevel(level)
+
+
+def route_standard_output() -> None:
+    """Send ``print``, ``sys.stderr`` and the ``logging`` root logger to the proxy log for good.
+
+    Called when a plugin module is compiled into a .wasm (where stdout has no other use).
+    """
+    PluginOutput().__enter__()

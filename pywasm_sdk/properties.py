@@ -125,8 +125,8 @@ def plugin_vm_id() -> str | None:
 
 
 def node_id() -> str | None:
-    """The proxy's node id (Istio: the sidecar's id)."""
-    return get_property_str(("node", "id"))
+    """The proxy's node id (Istio: the sidecar's id; Envoy 1.40: ``xds.node.id``)."""
+    return get_property_str(("xds", "node", "id"))
 
 
 def cluster_name() -> str | None:

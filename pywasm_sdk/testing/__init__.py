@@ -4,7 +4,7 @@ The same plugin runs two ways under one host state machine, and a test can check
 
     from pywasm_sdk.testing import MockHost
 
-    def test_adds_header(tmp_path):
+    def test_adds_header():
         with MockHost.from_plugin("examples/http_headers", plugin_config="x-a=1") as host:
             stream = host.http_stream()
             stream.send_request_headers({":method": "GET", ":path": "/", ":authority": "x"})

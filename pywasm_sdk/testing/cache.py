@@ -9,7 +9,7 @@ wasmtime build) is recompiled and replaced. The directory keeps the 12 most rece
 modules per wasmtime version.
 
 Deserializing compiled code runs it without validation: the cache directory must be yours (it is
-under your home by default). Set ``PYWASM_CACHE_DIR`` to an empty string to disable the disk cache.
+under your home by default). ``ModuleCache(None)`` keeps nothing on disk.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ def _wasmtime_version() -> str:
         return "unknown"
 
 
-def default_directory() -> Path | None:
-    """Where compiled modules go: $PYWASM_CACHE_DIR, else the user's cache folder (None: off)."""
+def default_directory() -> Path:
+    """Where compiled modules go: $PYWASM_CACHE_DIR, else ``$XDG_CACHE_HOME/pywasm-sdk`` or
+    ``~/.cache/pywasm-sdk`` (the same root ``pywasm run`` keeps its builds in)."""
     configured = os.environ.get("PYWASM_CACHE_DIR")
-    if configured is not None:
-        return Path(configured).expanduser() if configured else None
+    if configured:
+        return Path(configured).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "pywasm-sdk"
 

@@ -772,12 +772,12 @@ class HostState:
                         "plugin_vm_id": config.vm_id}
         if name in plugin_level:
             derived: Any = plugin_level[name]
-        elif name == "node":
-            node = config.node
-            derived = _proto.node_message(str(node.get("id", "")), str(node.get("cluster", "")),
-                                          node.get("metadata") or {})
         else:
             derived = stream_attribute(stream, name) if stream is not None else MISSING
+        if name == "xds":  # the node is known to every context, roots included
+            node = config.node
+            derived = merge(derived if derived is not MISSING else {}, {"node": _proto.node_message(
+                str(node.get("id", "")), str(node.get("cluster", "")), node.get("metadata") or {})})
         override = merge(self.properties.get(name, MISSING),
                          stream.properties.get(name, MISSING) if stream is not None else MISSING)
         value = merge(derived, override)

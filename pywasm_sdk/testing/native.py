@@ -4,8 +4,9 @@ Fast and debuggable (a breakpoint in the plugin works), and as close to the .was
 allows: the plugin is imported fresh (same path rules as ``pywasm build``), the SDK's real
 dispatcher (:class:`pywasm_sdk._dispatch.Exports`) is called, only for the callbacks the .wasm
 would export (``used_callbacks()``), and the host is installed behind the SDK's one seam
-(:func:`pywasm_sdk.hostcalls.install`) through an adapter that checks argument types the way the
-wasm bindings do (a wrong type is a TypeError inside the plugin, caught by the SDK's boundary).
+(:func:`pywasm_sdk.hostcalls.install`) through an adapter that checks arguments the way the wasm
+bindings do (a wrong type, an int out of range, a str that is not valid Unicode: the .wasm traps,
+so natively it is a PluginTrap that reaches the test even if the plugin catches it).
 ``print``, ``sys.stderr`` and ``logging`` reach the proxy log during callbacks, as in the .wasm.
 A callback result the ABI cannot carry (not an int, out of range) is reported as the
 :class:`~.errors.PluginTrap` it would be in wasm.
@@ -21,18 +22,15 @@ copies into ``os.environ`` at ``on_vm_start`` is visible to the whole process; c
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .. import _dispatch, hostcalls
 from .. import log as sdk_log
-from .._abi import LogLevel
 from ..errors import NoHostError
 from ..tooling import abi as abi_mod
 from ..tooling.build import BuildError, resolve_plugin
@@ -46,33 +44,40 @@ _RANGES = {"u32": (0, (1 << 32) - 1), "i32": (-(1 << 31), (1 << 31) - 1),
 
 
 def _check_argument(call: str, name: str, kind: str, value: Any) -> Any:
-    """Refuse what the wasm bindings refuse, with the same exception types."""
-    if kind in ("bytes",):
+    """Refuse what the wasm bindings refuse. There componentize-py cannot convert the argument and
+    panics: the VM traps, the plugin cannot catch it. Here it is a PluginTrap."""
+    problem = None
+    if kind == "bytes":
         if isinstance(value, (bytearray, memoryview)):
             return bytes(value)
         if not isinstance(value, bytes):
-            raise TypeError(f"{call}(): {name} must be bytes, not {type(value).__name__}")
-        return value
-    if kind == "string":
+            problem = f"{name} must be bytes, not {type(value).__name__}"
+    elif kind == "string":
         if not isinstance(value, str):
-            raise TypeError(f"{call}(): {name} must be str, not {type(value).__name__}")
-        value.encode("utf-8")  # lone surrogates cannot cross into wasm either: UnicodeEncodeError
-        return value
-    if kind == "bool":
-        kind = "u32"
-    if not isinstance(value, int):
-        raise TypeError(f"{call}(): {name} must be int, not {type(value).__name__}")
-    low, high = _RANGES[kind]
-    if not low <= value <= high:
-        raise OverflowError(f"{call}(): {name}={value} does not fit in {kind}")
-    return int(value)
+            problem = f"{name} must be str, not {type(value).__name__}"
+        else:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # lone surrogates cannot become a WIT string
+                problem = f"{name} is not valid Unicode ({exc.reason} at {exc.start})"
+    elif not isinstance(value, int):
+        problem = f"{name} must be int, not {type(value).__name__}"
+    else:
+        low, high = _RANGES["u32" if kind == "bool" else kind]
+        if not low <= value <= high:
+            problem = f"{name}={value} does not fit in {kind}"
+    if problem is not None:
+        raise PluginTrap(f"{call}(): {problem}; in the .wasm the bindings cannot convert it and the VM "
+                         "traps (the plugin cannot catch that)", callback=call)
+    return int(value) if kind not in ("bytes", "string") else value
 
 
 class _Hostcalls:
     """The object installed into :mod:`pywasm_sdk.hostcalls`: one checked function per hostcall.
 
-    A MockHostError, or any error of the host itself, is remembered as the host's fatal error so
-    the driver raises it into the test even when the plugin's code catches it.
+    A MockHostError (a trap the wasm would have, a host-level error), or any error of the host
+    itself, is remembered as the host's fatal error so the driver raises it into the test even
+    when the plugin's code catches it, as nothing in a wasm plugin can catch a trap.
     """
 
     def __init__(self, host: HostState) -> None:
@@ -86,10 +91,11 @@ class _Hostcalls:
         params = call.params
 
         def hostcall(*args: Any) -> Any:
-            if len(args) != len(params):
-                raise TypeError(f"{call.name}() takes {len(params)} arguments ({len(args)} given)")
-            checked = [_check_argument(call.name, p.name, p.type, a) for p, a in zip(params, args)]
             try:
+                if len(args) != len(params):
+                    raise PluginTrap(f"{call.name}() takes {len(params)} arguments ({len(args)} given); "
+                                     "in the .wasm the VM traps", callback=call.name)
+                checked = [_check_argument(call.name, p.name, p.type, a) for p, a in zip(params, args)]
                 return method(*checked)
             except BaseException as exc:
                 if host.fatal is None:
@@ -116,11 +122,7 @@ class NativeGuest:
         self._exports: frozenset[str] = frozenset()
         self._dispatch: _dispatch.Exports | None = None
         self._modules: list[str] = []
-        self._stdout = sdk_log._LineWriter(LogLevel.INFO)
-        self._stderr = sdk_log._LineWriter(LogLevel.ERROR)
-        self._log_handler = sdk_log.ProxyLogHandler()
-        self._log_handler.setFormatter(sdk_log._Formatter("%(message)s"))
-        self._plugin_log_level: int | None = None
+        self._output = sdk_log.PluginOutput()
         self._environ: dict[str, str] | None = None
 
     @property
@@ -176,27 +178,10 @@ class NativeGuest:
             raise PluginLoadError(f"{self.source.main_file} registers no root context: call "
                                   "register(...) at module level")
 
-    @contextmanager
-    def _plugin_io(self) -> Iterator[None]:
-        """During a callback, print/stderr/logging go to the proxy log as they do in the .wasm."""
-        root = logging.getLogger()
-        saved = (sys.stdout, sys.stderr, root.level)
-        sys.stdout, sys.stderr = self._stdout, self._stderr  # type: ignore[assignment]
-        if self._plugin_log_level is not None:
-            root.setLevel(self._plugin_log_level)
-        root.addHandler(self._log_handler)
-        try:
-            yield
-        finally:
-            root.removeHandler(self._log_handler)
-            self._plugin_log_level = root.level
-            sys.stdout, sys.stderr, _ = saved
-            root.setLevel(saved[2])
-
     def call(self, name: str, args: tuple[int, ...]) -> int | None:
         if NativeGuest._active is not self or self._dispatch is None:
             raise HostMisuseError(f"the native plugin {self.source.main_file} is closed")
-        with self._plugin_io():
+        with self._output:  # print/stderr/logging go to the proxy log, as in the .wasm
             result = getattr(self._dispatch, name)(*args)
         return self._check_result(name, args[0] if args else 0, result)
 

@@ -13,15 +13,21 @@ filter state ``wasm.<name>`` (what ``proxy_set_property`` wrote). Values are enc
     message             the serialized protobuf (:class:`._proto.Message`)
     mapping, list       the pairs format (a list has its items as keys and empty values)
 
+Top-level names are Envoy 1.40's: ``request``, ``response``, ``connection``, ``upstream``,
+``source``, ``destination``, ``metadata``, ``filter_state``, ``upstream_filter_state``, ``xds``
+(which holds ``node``, ``cluster_name``, ``route_name``... ; older Envoys had those at the top)
+and the wasm context's ``plugin_name``, ``plugin_root_id``, ``plugin_vm_id``, ``connection_id``.
+
 What the host derives per stream: ``source``/``destination`` (``address``, ``port``),
 ``connection`` (``id``, ``mtls``, ``requested_server_name``), ``connection_id``, ``request``
 (``path``, ``url_path``, ``host``, ``scheme``, ``method``, ``headers``, ``referer``, ``useragent``,
 ``id``, ``query``, ``protocol``, ``time``, ``size``; the header-derived ones only while the
 request headers are reachable, as in Envoy), ``response`` (``code``, ``code_details``, ``headers``,
-``trailers``, ``grpc_status``, ``size``), ``filter_state``, and per VM ``plugin_name``,
-``plugin_root_id``, ``plugin_vm_id``, ``node``. Everything else (``upstream``, ``xds``,
-``cluster_name``, ``route_name``, ``metadata``, ``listener_direction``...) comes from the
-``properties`` the test gives the host or the stream, which also override derived values.
+``trailers``, ``grpc_status``, ``size``), ``filter_state``, ``xds.filter_chain_name`` (and
+``xds.route_name``, empty, for HTTP streams); for every
+context ``plugin_*`` and ``xds.node``. Everything else (``upstream``, ``xds.cluster_name``,
+``xds.route_name``, ``metadata``...) comes from the ``properties`` the test gives the host or the
+stream, which also override derived values.
 """
 
 from __future__ import annotations
@@ -39,12 +45,13 @@ __all__ = ["ENVOY_ATTRIBUTES", "MISSING", "encode_value", "lookup", "merge", "st
 #: "no such value" (None is a value a test may give)
 MISSING: Any = object()
 
-#: first path segments Envoy resolves itself (others fall back to filter state "wasm.<name>")
+#: first path segments Envoy 1.40 resolves itself: the CEL stream activation
+#: (source/extensions/filters/common/expr/evaluator.cc ACTIVATION_TOKENS) and the wasm context's
+#: own (context.cc PROPERTY_TOKENS); any other name is filter state "wasm.<name>"
 ENVOY_ATTRIBUTES = frozenset({
-    "metadata", "request", "response", "connection", "upstream", "node", "source", "destination",
-    "listener_direction", "listener_metadata", "cluster_name", "cluster_metadata", "route_name",
-    "route_metadata", "plugin_name", "upstream_host_metadata", "plugin_root_id", "plugin_vm_id",
-    "connection_id", "filter_state", "xds",
+    "request", "response", "connection", "upstream", "source", "destination", "metadata",
+    "filter_state", "upstream_filter_state", "xds",
+    "plugin_name", "plugin_root_id", "plugin_vm_id", "connection_id",
 })
 
 
@@ -130,6 +137,10 @@ def stream_attribute(stream: StreamCommon, name: str) -> Any:
         return {"id": stream.connection_id, "mtls": False, "requested_server_name": ""}
     if name == "filter_state":
         return {key: to_bytes(value) for key, value in stream.filter_state.items()}
+    if name == "xds":
+        # a routed HTTP stream has a route (unnamed: ""); its cluster comes from the test
+        return {"filter_chain_name": "", "route_name": ""} if isinstance(stream, HttpState) \
+            else {"filter_chain_name": ""}
     if isinstance(stream, HttpState) and name == "request":
         return _request(stream)
     if isinstance(stream, HttpState) and name == "response":

@@ -11,7 +11,8 @@ Fixtures:
     (``plugin_config``, ``vm_config``, ``root_id``, ``env``, ``clusters``, ``properties``...).
     Every host it made is closed after the test, and the test fails at teardown if the plugin
     dispatched HTTP/gRPC calls that nobody answered (opt out with
-    ``@pytest.mark.mock_host(allow_pending_calls=True)``).
+    ``@pytest.mark.mock_host(allow_pending_calls=True)``). Native hosts run one at a time per
+    process: asking for a second native host closes the test's earlier one.
 ``host_mode``
     Parametrizes a test over ``"native"`` and ``"wasm"``: request it and pass it as ``mode=`` to
     run the same test both ways (they must agree).

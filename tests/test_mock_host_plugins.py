@@ -1,0 +1,464 @@
+"""Real plugins under the mock host, natively and as the built .wasm; both must agree.
+
+Builds (once per session, shared with the other tests through conftest's ``built``):
+examples/http_headers and tests/plugins/mock_host_probe.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pywasm_sdk import hostcalls
+from pywasm_sdk import _dispatch
+from pywasm_sdk.errors import NoHostError
+from pywasm_sdk.testing import (Action, HostMisuseError, LogLevel, MockHost, PluginLoadError,
+                                PluginTrap, VmFailedError)
+
+REPO = Path(__file__).resolve().parent.parent
+HTTP_HEADERS = REPO / "examples" / "http_headers"
+PROBE = Path(__file__).resolve().parent / "plugins" / "mock_host_probe"
+MODES = ["native", "wasm"]
+
+
+def request(path: str = "/", **headers: str) -> list[tuple[str, str]]:
+    return [(":method", "GET"), (":path", path), (":authority", "example.com"), (":scheme", "http"),
+            *headers.items()]
+
+
+class Hosts:
+    """Makes hosts of one mode for a test and closes them after it."""
+
+    def __init__(self, mode: str, built) -> None:
+        self.mode, self._built, self._hosts = mode, built, []
+
+    def __call__(self, plugin: Path, **options) -> MockHost:
+        if self.mode == "wasm":
+            host = MockHost.from_wasm(self._built(plugin), **options)
+        else:
+            for earlier in self._hosts:  # one native host at a time
+                earlier.close()
+            host = MockHost.from_plugin(plugin, **options)
+        self._hosts.append(host)
+        return host
+
+    def close(self) -> None:
+        for host in self._hosts:
+            host.close()
+
+
+@pytest.fixture(params=MODES)
+def hosts(request, built):
+    made = Hosts(request.param, built)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def wasm_hosts(built):
+    made = Hosts("wasm", built)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def native_hosts(built):
+    made = Hosts("native", built)
+    yield made
+    made.close()
+
+
+# -- examples/http_headers --------------------------------------------------------------------
+
+@pytest.mark.parametrize("config", [
+    "x-frame-options=DENY\n# a comment\n\nx-served-by = python\n",
+    '{"X-Frame-Options": "DENY", "x-served-by": "python"}',
+])
+def test_http_headers_adds_the_configured_headers(hosts, config):
+    host = hosts(HTTP_HEADERS, plugin_config=config)
+    assert host.started and host.configured
+    assert host.logs.messages(LogLevel.INFO) == [
+        "http_headers: adding 2 response header(s): x-frame-options, x-served-by"]
+    stream = host.http_stream()
+    assert stream.send_request_headers(request(), end_of_stream=True) == Action.CONTINUE
+    assert stream.send_response_headers([(":status", "200"), ("content-type", "text/plain")]) == Action.CONTINUE
+    assert stream.response_headers == [(":status", "200"), ("content-type", "text/plain"),
+                                       ("x-frame-options", "DENY"), ("x-served-by", "python")]
+    stream.send_response_body(b"hello", end_of_stream=True)
+    assert stream.response_body == b"hello"
+    stream.complete()
+
+
+@pytest.mark.parametrize(("config", "reason"), [
+    ("x-ok=1\nno equals sign", "line 2: 'no equals sign' has no '='"),
+    ('{"x-a": 1}', "JSON configuration must be an object of strings"),
+    ('{"x-a": ', "invalid JSON"),
+    ("bad name=1", "'bad name' is not a valid header name"),
+    (b"x-a=\xff", "not UTF-8"),
+])
+def test_http_headers_rejects_bad_configurations(hosts, config, reason):
+    host = hosts(HTTP_HEADERS, plugin_config=config)
+    assert host.started and not host.configured
+    [error] = host.logs.find("configuration rejected", level=LogLevel.ERROR)
+    assert reason in error.message
+    with pytest.raises(HostMisuseError, match="rejected the plugin configuration"):
+        host.http_stream()
+
+
+def test_http_headers_without_configuration_adds_nothing(hosts):
+    host = hosts(HTTP_HEADERS)
+    stream = host.http_stream()
+    stream.send_request_headers(request(), end_of_stream=True)
+    stream.send_response_headers([(":status", "404")], end_of_stream=True)
+    assert stream.response_headers == [(":status", "404")]
+    assert "(none)" in host.logs[0].message
+
+
+# -- header round trips (hypothesis) ----------------------------------------------------------
+
+NAME_BYTES = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_!#$%&'*+.^`|~" + bytes(range(0x80, 0x100))
+VALUE_BYTES = bytes(range(0x20, 0x7F)) + b"\t" + bytes(range(0x80, 0x100))
+header_names = st.binary(min_size=1, max_size=12).map(lambda b: bytes(NAME_BYTES[x % len(NAME_BYTES)] for x in b))
+header_values = st.binary(max_size=24).map(lambda b: bytes(VALUE_BYTES[x % len(VALUE_BYTES)] for x in b))
+header_lists = st.lists(st.tuples(header_names, header_values), max_size=12)
+
+
+def test_headers_round_trip_through_the_plugin(hosts):
+    """The probe reads every request header as str and writes them all back: names are
+    lower-cased by the host, and values (non-UTF-8 bytes too) survive exactly."""
+    host = hosts(PROBE)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(extra=header_lists)
+    def check(extra):
+        sent = [(k.encode(), v.encode()) for k, v in request("/echo")] + extra
+        stream = host.http_stream()
+        assert stream.send_request_headers(sent, end_of_stream=True) == Action.CONTINUE
+        assert stream.request_headers_bytes == [(k.lower(), v) for k, v in sent]
+        stream.complete()
+
+    check()
+    assert not host.logs.find("raised"), host.logs.text()
+
+
+@settings(max_examples=40, deadline=None)
+@given(pairs=header_lists, first=st.booleans())
+def test_header_map_state_matches_a_model(pairs, first):
+    """Host-side maps: get is the first value, remove drops all values, names lower-cased."""
+    from pywasm_sdk.testing._state import HeaderMapState
+
+    header_map = HeaderMapState(pairs)
+    assert header_map.pairs == [(k.lower(), v) for k, v in pairs]
+    for key, _ in pairs:
+        values = [v for k, v in pairs if k.lower() == key.lower()]
+        assert header_map.get(key) == values[0]
+        assert header_map.get_all(key.upper() if first else key) == values
+    if pairs:
+        header_map.remove(pairs[0][0].upper())
+        assert header_map.get(pairs[0][0]) is None
+
+
+# -- the exception boundary, traps, and host misuse -------------------------------------------
+
+def test_a_plugin_exception_is_logged_and_the_request_continues(hosts):
+    host = hosts(PROBE)
+    stream = host.http_stream()
+    assert stream.send_request_headers(request("/raise")) == Action.CONTINUE
+    [record] = host.logs.find("on_request_headers raised")
+    assert record.level == LogLevel.ERROR
+    assert "RuntimeError: deliberate failure in on_request_headers" in record.message
+    # tracebacks point at the author's files, in the .wasm too
+    assert re.search(rf'File "{re.escape(str(PROBE / "helpers.py"))}", line \d+, in explode', record.message)
+    stream.send_response_headers([(":status", "200")])
+    assert stream.response_header("x-probe") == "1"  # the VM is fine
+
+
+def test_a_wasm_trap_is_reported_and_fails_the_vm(wasm_hosts):
+    host = wasm_hosts(PROBE)
+    stream = host.http_stream()
+    stream.send_request_headers(request("/bad-return"))
+    with pytest.raises(PluginTrap) as caught:
+        stream.send_response_headers([(":status", "200")])
+    trap = caught.value
+    assert trap.callback == "proxy_on_response_headers" and trap.context_id == stream.context_id
+    assert "unreachable" in str(trap)
+    assert "'str' object cannot be interpreted as an integer" in trap.stderr
+    assert "proxy-on-response-headers" in trap.wasm_backtrace
+    with pytest.raises(VmFailedError) as failed:
+        host.http_stream()
+    assert failed.value.__cause__ is trap
+
+
+def test_a_trap_without_python_traceback_shows_the_wasm_backtrace(wasm_hosts):
+    host = wasm_hosts(PROBE)
+    with pytest.raises(PluginTrap) as caught:
+        host.http_stream().send_request_headers(request("/abort"))
+    assert caught.value.python_traceback is None
+    assert "os_abort" in caught.value.wasm_backtrace and "wasm backtrace" in str(caught.value)
+
+
+def test_native_reports_what_would_trap_in_wasm(native_hosts):
+    host = native_hosts(PROBE)
+    stream = host.http_stream()
+    stream.send_request_headers(request("/bad-return"))
+    with pytest.raises(PluginTrap, match="returned 'not an action'.*traps the VM"):
+        stream.send_response_headers([(":status", "200")])
+    with pytest.raises(VmFailedError):
+        stream.complete()
+
+
+# -- the probe's surface, both ways -----------------------------------------------------------
+
+def test_local_response_goes_through_the_plugins_response_callbacks(hosts):
+    host = hosts(PROBE)
+    stream = host.http_stream()
+    assert stream.send_request_headers(request("/local")) == Action.PAUSE
+    assert (stream.local_response.status, stream.local_response.body) == (403, b"denied by probe\n")
+    assert stream.response_headers == [(":status", "403"), ("x-why", "probe"), ("content-length", "16"),
+                                       ("content-type", "text/plain"), ("x-probe", "1")]
+    with pytest.raises(HostMisuseError, match="local response"):
+        stream.send_response_headers([(":status", "200")])
+    stream.complete()
+    assert host.logs.find("probe: log /local 403")
+
+
+def test_awaited_http_call(hosts):
+    host = hosts(PROBE, clusters=["auth"])
+    allowed, denied, broken = (host.http_stream() for _ in range(3))
+    for stream in (allowed, denied, broken):
+        assert stream.send_request_headers(request("/auth")) == Action.PAUSE
+    first, second, third = host.http_calls
+    assert (first.cluster, first.path, first.header("x-user"), first.timeout_ms) == ("auth", "/check", "alice", 2000)
+    assert first.context_id == allowed.context_id and first.root_context_id == host.root_context_id
+    first.respond(200, {"x-decision": "granted"})
+    assert not allowed.request_paused and allowed.request_header("x-auth") == "granted"
+    second.respond(500, body="nope")
+    assert denied.local_response.status == 403 and denied.response_body == b"auth said 500\n"
+    third.fail()  # the coroutine gets HttpCallError: logged, and the SDK resumes the request
+    assert not broken.request_paused and broken.request_header("x-auth") is None
+    assert host.logs.find("HttpCallError: HTTP call failed: reset")
+    assert host.pending_calls() == []
+
+
+def test_http_call_timeout_is_envoys_local_504(hosts):
+    host = hosts(PROBE, clusters=["auth"])
+    stream = host.http_stream()
+    stream.send_request_headers(request("/auth"))
+    host.http_calls[0].timeout()
+    # the SDK recognises Envoy's own 504 reply and raises HttpCallError in the coroutine
+    assert host.logs.find(re.compile(r"HttpCallError: .*timeout \(upstream request timeout\)"))
+    assert not stream.request_paused
+
+
+def test_http_call_to_an_unknown_cluster(hosts):
+    host = hosts(PROBE)  # no clusters configured: Envoy answers BAD_ARGUMENT
+    stream = host.http_stream()
+    assert stream.send_request_headers(request("/auth")) == Action.CONTINUE
+    assert host.logs.find("BadArgument: proxy_http_call failed with BAD_ARGUMENT")
+    assert host.notes and "'auth' does not exist" in host.notes[0]
+
+
+def test_awaited_grpc_call(hosts):
+    host = hosts(PROBE, clusters=["grpc"])
+    stream = host.http_stream()
+    assert stream.send_request_headers(request("/grpc")) == Action.PAUSE
+    call = host.grpc_calls[0]
+    assert (call.cluster, call.service_name, call.method, call.message) == ("grpc", "probe.Echo", "Say", b"ping")
+    call.respond(b"pong")
+    assert stream.request_header("x-grpc") == "pong"
+
+
+def test_failed_grpc_call(hosts):
+    host = hosts(PROBE, clusters=["grpc"])
+    stream = host.http_stream()
+    stream.send_request_headers(request("/grpc"))
+    host.grpc_calls[0].fail(14, "unavailable")
+    assert not stream.request_paused
+    assert host.logs.find("GrpcCallError: gRPC status 14: unavailable")
+
+
+def test_body_buffering_and_rewrite(hosts):
+    host = hosts(PROBE)
+    stream = host.http_stream()
+    stream.send_request_headers(request("/body", **{"content-type": "text/plain"}))
+    assert stream.send_request_body(b"hello ") == Action.PAUSE
+    assert stream.send_request_body(b"world", end_of_stream=True) == Action.CONTINUE
+    assert stream.request_body == b"HELLO WORLD"
+
+
+def test_properties(hosts):
+    host = hosts(PROBE, plugin_name="probe", root_id="probe-root", vm_id="vm-1",
+                 node={"id": "sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local"},
+                 properties={"xds": {"cluster_name": "outbound|80||svc"}})
+    stream = host.http_stream(source="192.168.3.7:43210", destination="10.1.2.3:8080")
+    stream.send_request_headers(request("/props", **{"x-in": "from client"}))
+    props = {k[len("x-prop-"):]: v for k, v in stream.request_headers if k.startswith("x-prop-")}
+    assert props == {"source": "192.168.3.7:43210", "source-port": "43210", "destination": "10.1.2.3:8080",
+                     "path": "/props", "plugin-name": "probe", "root-id": "probe-root", "vm-id": "vm-1",
+                     "node-id": "sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local",
+                     "connection-id": "1", "cluster": "outbound|80||svc", "missing": "None",
+                     "header": "from client"}
+
+
+def test_filter_state(hosts):
+    host = hosts(PROBE)
+    stream = host.http_stream()
+    stream.send_request_headers(request("/state"))
+    assert stream.request_header("x-state") == "probe-value"
+    assert stream.filter_state == {"wasm.probe_key": b"probe-value",
+                                   "envoy.network.upstream_server_name": "probe.example"}
+
+
+def test_metrics_shared_data_and_queues(hosts):
+    host = hosts(PROBE)
+    for _ in range(2):
+        stream = host.http_stream()
+        stream.send_request_headers(request("/metrics"))
+    assert stream.request_header("x-requests") == "2"
+    assert host.metrics["probe.requests"].value == 2
+    assert host.metrics["probe.inflight"].value == 4 and host.metrics["probe.sizes"].samples == [4, 4]
+    for expected in ("1", "2"):
+        stream = host.http_stream()
+        stream.send_request_headers(request("/shared"))
+        assert stream.request_header("x-hits") == expected
+    assert host.shared_data["probe.hits"] == b"2"
+    host.http_stream().send_request_headers(request("/queue", **{"x-message": "hello queue"}))
+    assert host.logs.messages()[-1] == "probe: dequeued hello queue"
+    host.shared_queues.enqueue("probe.queue", b"from another VM")
+    assert host.logs.messages()[-1] == "probe: dequeued from another VM"
+
+
+def test_print_logging_and_environment(hosts):
+    host = hosts(PROBE, env={"PROBE_ENV": "from vm_config"})
+    host.http_stream().send_request_headers(request("/print"))
+    assert [(r.level, r.message) for r in host.logs[-2:]] == [
+        (LogLevel.INFO, "probe: hello from print()"), (LogLevel.WARN, "probe: probe: hello from logging")]
+    stream = host.http_stream()
+    stream.send_request_headers(request("/env"))
+    assert stream.request_header("x-env") == "from vm_config"
+
+
+def test_reset(hosts):
+    host = hosts(PROBE)
+    stream = host.http_stream()
+    stream.send_request_headers(request("/reset"))
+    assert stream.reset == "wasm_close_stream"
+    with pytest.raises(HostMisuseError, match="reset"):
+        stream.send_request_body(b"x")
+    stream.complete()
+
+
+def test_ticks_and_lingering_shutdown(hosts):
+    host = hosts(PROBE, plugin_config="linger")
+    host.advance_time(2500)
+    assert host.metrics["ticks"].value == 2
+    assert host.shutdown() is False  # on_done answered False: Envoy waits for proxy_done
+    host.advance_time(1000)
+    assert host.logs.messages()[-1] == "probe: done lingering"
+    with pytest.raises(HostMisuseError, match="no root context"):
+        host.http_stream()
+
+
+def test_tcp_routing_by_source(hosts):
+    host = hosts(PROBE)
+    even = host.tcp_connection(source="10.0.0.4:5555")
+    assert even.connect() == Action.CONTINUE
+    assert even.filter_state == {"envoy.tcp_proxy.cluster": "even-cluster"}
+    assert host.logs.messages()[-1] == "probe: 10.0.0.4:5555 -> even-cluster (port 5555)"
+    assert even.send_downstream(b"GET / HT") == Action.PAUSE
+    assert even.send_downstream(b"TP/1.0\n") == Action.CONTINUE
+    assert even.to_upstream == b"GET / HTTP/1.0\n"
+    even.send_upstream(b"ok")
+    assert even.to_downstream == b"OK"
+    even.close()
+    assert host.logs.messages()[-1] == "probe: downstream closed by REMOTE"
+    odd = host.tcp_connection(source="10.0.0.7:5555")
+    odd.connect()
+    assert odd.filter_state["envoy.tcp_proxy.cluster"] == "odd-cluster"
+
+
+def test_both_modes_agree_on_a_scenario(built):
+    """One scenario, run natively and as the .wasm: the observable outcomes are identical."""
+    outcomes = []
+    for mode in MODES:
+        made = Hosts(mode, built)
+        try:
+            host = made(PROBE, clusters=["auth"], plugin_config="tick")
+            stream = host.http_stream()
+            actions = [stream.send_request_headers(request("/auth", **{"X-Mixed-Case": "v"}))]
+            host.http_calls[0].respond(200, {"x-decision": "ok"})
+            actions.append(stream.send_response_headers([(":status", "200")]))
+            stream.complete()
+            host.advance_time(1500)
+            outcomes.append((actions, stream.request_headers, stream.response_headers,
+                             [(r.level, r.message) for r in host.logs], dict(host.metrics)))
+        finally:
+            made.close()
+    assert outcomes[0] == outcomes[1]
+
+
+# -- native runner: state restored, one at a time ---------------------------------------------
+
+def test_native_host_restores_global_state(tmp_path):
+    before_path, before_env = list(sys.path), dict(os.environ)
+    with MockHost.from_plugin(PROBE, env={"PROBE_ENV": "x"}) as host:
+        assert "helpers" in sys.modules and os.environ.get("PROBE_ENV") == "x"
+        with pytest.raises(HostMisuseError, match="still open"):
+            MockHost.from_plugin(HTTP_HEADERS)
+        host.http_stream().send_request_headers(request("/echo"))
+    assert "helpers" not in sys.modules and "plugin" not in sys.modules
+    assert sys.path == before_path and dict(os.environ) == before_env
+    assert _dispatch.registrations() == []
+    with pytest.raises(NoHostError):
+        hostcalls.proxy_log(2, "no host now")
+    with MockHost.from_plugin(HTTP_HEADERS, plugin_config="x-a=1") as again:  # another plugin named "plugin"
+        stream = again.http_stream()
+        stream.send_request_headers(request())
+        stream.send_response_headers([(":status", "200")])
+        assert stream.response_header("x-a") == "1"
+
+
+def test_native_plugin_load_errors(tmp_path):
+    with pytest.raises(PluginLoadError, match="no such file"):
+        MockHost.from_plugin(tmp_path / "missing.py")
+    at_import = tmp_path / "at_import.py"
+    at_import.write_text("from pywasm_sdk import log, register\nlog.info('hello')\nregister()\n")
+    with pytest.raises(PluginLoadError, match="called the host while it was imported"):
+        MockHost.from_plugin(at_import)
+    broken = tmp_path / "broken.py"
+    broken.write_text("import json\nraise ValueError('at import')\n")
+    with pytest.raises(PluginLoadError, match="ValueError: at import"):
+        MockHost.from_plugin(broken)
+    unregistered = tmp_path / "unregistered.py"
+    unregistered.write_text("x = 1\n")
+    with pytest.raises(PluginLoadError, match="registers no root context"):
+        MockHost.from_plugin(unregistered)
+    assert "broken" not in sys.modules and str(tmp_path) not in sys.path
+
+
+@pytest.mark.parametrize(("path", "problem"), [
+    ("/bad-hostcall-type", "message must be str, not bytes"),
+    ("/bad-hostcall-text", "message is not valid Unicode"),
+    ("/bad-hostcall-range", "period=-1 does not fit in u32"),
+])
+def test_a_hostcall_argument_the_bindings_cannot_convert_traps(hosts, path, problem):
+    """In wasm, componentize-py panics on such an argument (the plugin's try/except cannot catch
+    it); natively the same is a PluginTrap raised into the test after the callback."""
+    host = hosts(PROBE)
+    with pytest.raises(PluginTrap) as caught:
+        host.http_stream().send_request_headers(request(path))
+    if host.kind == "native":
+        assert problem in str(caught.value)
+    else:
+        assert "panicked" in caught.value.stderr
+
+
+def test_unknown_options_are_refused():
+    with pytest.raises(TypeError, match="unknown MockHost option"):
+        MockHost.from_plugin(HTTP_HEADERS, plugin_confg="typo")
