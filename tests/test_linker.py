@@ -55,6 +55,7 @@ def fused_like_module() -> tuple[bytes, dict]:
         (i32.sub (global.get $sp) (i32.const 64)))
       (func $malloc (export "malloc") (param i32) (result i32)
         (call $realloc (i32.const 0) (i32.const 0) (i32.const 1) (local.get 0)))
+      (func $free (export "free") (param i32))
       (func $wall_stub (param i32) unreachable)
       (func $__wasm_import_wall_clock_now (param i32) (local.get 0) (i32.const {wall})
         (call_indirect $imports (type $twall)))
@@ -171,10 +172,13 @@ def test_real_plugin_build_bridges_the_expected_wasi_functions(built):
     info = wasm_binary.read(wasm.read_bytes())
     assert checks.problems(wasm.read_bytes()) == []
     wasi = {i.name for i in info.imports if i.module == "wasi_snapshot_preview1"}
-    assert wasi == {"clock_time_get", "random_get", "fd_write"}
+    assert wasi == {"clock_time_get", "random_get", "fd_write", "environ_sizes_get", "environ_get"}
     exported = {e.name for e in info.exports}
-    assert exported == {"memory", "proxy_abi_version_0_2_1", "proxy_on_memory_allocate",
-                        "proxy_on_context_create", "proxy_on_vm_start", "proxy_on_configure",
-                        "proxy_on_response_headers", "proxy_on_delete"}
+    per_request = {n for n in exported if n.startswith("proxy_on_") and n not in (
+        "proxy_on_memory_allocate", "proxy_on_vm_start", "proxy_on_configure", "proxy_on_tick",
+        "proxy_on_queue_ready", "proxy_on_http_call_response") and "grpc" not in n}
+    # per request, only what the SDK needs and what the plugin overrides
+    assert per_request == {"proxy_on_context_create", "proxy_on_response_headers", "proxy_on_delete"}
+    assert {"memory", "proxy_abi_version_0_2_1", "proxy_on_memory_allocate"} <= exported
     names = dict(info.sections)
     assert "custom:component-type" not in names and not any("dylink" in n for n in names)
