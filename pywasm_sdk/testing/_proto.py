@@ -15,6 +15,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._protobuf import field_bytes as length_delimited
+from .._protobuf import varint  # the SDK's encoder: one writer of the wire format
+
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 
 
@@ -94,26 +97,8 @@ def parse_strings(data: bytes, numbers: Mapping[int, str]) -> dict[str, Any]:
 
 # -- writing -------------------------------------------------------------------------------
 
-def varint(value: int) -> bytes:
-    """A non-negative int as a varint (negative ints as their 64-bit two's complement)."""
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def tag(number: int, wire_type: int) -> bytes:
     return varint(number << 3 | wire_type)
-
-
-def length_delimited(number: int, payload: bytes) -> bytes:
-    return tag(number, LENGTH_DELIMITED) + varint(len(payload)) + payload
 
 
 def string_field(number: int, text: str) -> bytes:
