@@ -167,6 +167,11 @@ def test_oci_option_errors(extra, expected, tmp_path, capsys):
     assert not (tmp_path / "image.tar").exists()
 
 
+def test_build_cache_takes_plugin_sources_only(tmp_path, capsys):
+    err = fails(capsys, ["build", str(write_module(tmp_path, "http")), "--cache", "-o", str(tmp_path / "o.wasm")])
+    assert "a plugin is a .py file or a folder with plugin.py" in err
+
+
 def test_oci_output_that_is_a_folder(tmp_path, capsys):
     path = write_module(tmp_path, "http")
     assert "is a folder" in fails(capsys, ["oci", str(path), "-o", str(tmp_path)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 
 import pytest
@@ -259,6 +260,13 @@ def test_config_from_a_file_and_output_to_a_file(tmp_path, capsys):
     docs = by_kind(list(yaml.safe_load_all(out.read_text())))
     assert docs["WasmPlugin"]["spec"]["pluginConfig"] == {"a": "b"}
     assert wasm_filter(docs["envoy"])["typed_config"]["config"]["configuration"]["value"] == '{"a": "b"}\n'
+
+
+def test_config_from_stdin(tmp_path, capsys, monkeypatch):
+    module = write_module(tmp_path, "http")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b'{"from": "stdin"}')))
+    (wp,), _ = manifests(capsys, str(module), "--kind", "wasmplugin", "--config", "@-")
+    assert wp["spec"]["pluginConfig"] == {"from": "stdin"}
 
 
 def test_large_local_module_gets_a_configmap_warning(built, capsys):

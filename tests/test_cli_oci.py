@@ -134,7 +134,8 @@ def test_the_tag_does_not_change_the_manifest_digest_but_annotations_do(tmp_path
 
 def test_module_without_the_0_2_1_marker_warns(tmp_path, capsys):
     path = tmp_path / "old.wasm"
-    path.write_bytes(wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_1_0")))'))
+    path.write_bytes(wasmtime.wat2wasm(
+        '(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_1_0")))'))
     assert main(["oci", str(path), "-o", str(tmp_path / "i.tar")]) == 0
     assert "warning: the module declares proxy-wasm ABI 0.1.0" in capsys.readouterr().err
 

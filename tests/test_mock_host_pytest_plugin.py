@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,11 @@ import pytest
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
-PLUGIN_ARGS = ("-p", "pywasm_sdk.testing.pytest_plugin", "-p", "no:cacheprovider")
+# Installed, pywasm-sdk enables its plugin through the pytest11 entry point (what plugin authors
+# get); naming it again with -p would register it twice.
+_INSTALLED = any(ep.value == "pywasm_sdk.testing.pytest_plugin"
+                 for ep in metadata.entry_points(group="pytest11"))
+PLUGIN_ARGS = (() if _INSTALLED else ("-p", "pywasm_sdk.testing.pytest_plugin")) + ("-p", "no:cacheprovider")
 
 
 @pytest.fixture(autouse=True)
@@ -66,8 +71,9 @@ def test_mock_host_fixture_closes_hosts_and_checks_pending_calls(pytester):
 
 
 BUILD_AND_MODES = '''
+import types
 import wasmtime
-import pywasm_sdk.tooling.build as build_module
+import pywasm_sdk.tooling.run as run_module
 
 BUILDS = []
 MODULE = wasmtime.wat2wasm("""(module (memory (export "memory") 1)
@@ -77,10 +83,12 @@ MODULE = wasmtime.wat2wasm("""(module (memory (export "memory") 1)
 
 def fake_build(plugin, output, **kwargs):
     BUILDS.append(plugin)
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(MODULE)
+    return types.SimpleNamespace(callbacks=[])
 
 
-build_module.build = fake_build  # the real build takes ~20 s; the fixture's caching is what counts
+run_module.build = fake_build  # the real build takes ~20 s; the fixture's caching is what counts
 
 
 def test_modes(mock_host, host_mode, tmp_path):

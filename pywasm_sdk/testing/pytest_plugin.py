@@ -53,28 +53,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class _Builds:
-    """Plugin sources built into .wasm files, once per session."""
+    """Plugin sources built into .wasm files: once per session, and reused across sessions
+    while nothing the build depends on changed (the content-hash cache of ``pywasm run``)."""
 
-    def __init__(self, directory: Path) -> None:
-        self._directory = directory
+    def __init__(self) -> None:
         self._built: dict[Path, Path] = {}
 
     def __call__(self, plugin: str | os.PathLike[str]) -> Path:
-        from ..tooling.build import build  # the build toolchain only when a test needs it
+        from ..tooling.run import cached_build  # the build toolchain only when a test needs it
 
         source = Path(plugin).resolve()
         if source not in self._built:
-            name = source.stem if source.suffix == ".py" else source.name
-            target = self._directory / f"{name}-{len(self._built)}.wasm"
-            build(source, target)
-            self._built[source] = target
+            self._built[source] = cached_build(source, lambda _message: None)[0]
         return self._built[source]
 
 
 @pytest.fixture(scope="session")
-def pywasm_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str | os.PathLike[str]], Path]:
-    """``pywasm_build(plugin)`` -> the path of the plugin's .wasm, built at most once per session."""
-    return _Builds(tmp_path_factory.mktemp("pywasm-build"))
+def pywasm_build() -> Callable[[str | os.PathLike[str]], Path]:
+    """``pywasm_build(plugin)`` -> the path of the plugin's .wasm, built at most once per session
+    (and not again while its sources, the SDK and the tools are unchanged)."""
+    return _Builds()
 
 
 @pytest.fixture(params=MODES)

@@ -23,8 +23,13 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from .wasm_file import PluginModule
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 class CommandError(Exception):
@@ -85,7 +90,7 @@ def _write_output(text: str, output: str | None) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _load_module(path: str):  # -> wasm_file.PluginModule
+def _load_module(path: str) -> PluginModule:
     from .wasm_file import load
 
     return load(path)
@@ -233,8 +238,12 @@ def _cmd_oci(args: argparse.Namespace) -> int:
     return 0
 
 
-def _catching(args: argparse.Namespace, work: Callable[[], object]):
-    """Run ``work``; turn the errors users cause into one line on stderr and ``None``."""
+def _catching(args: argparse.Namespace, work: Callable[[], T]) -> T | None:
+    """Run ``work``; turn the errors users cause into one line on stderr and ``None``.
+
+    Only the documented error types of the command modules count as a user's mistake; anything
+    else is a bug in pywasm and keeps its traceback.
+    """
     from .addresses import AddressError
     from .build import BuildError
     from .envoy import EnvoyError
@@ -261,7 +270,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keep the descriptions' own line breaks (they hold examples)."""
 
 
-def _add_new(sub: argparse._SubParsersAction) -> None:
+def _add_new(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "new", help="create a plugin project (plugin, mock-host tests, README)", formatter_class=_Formatter,
         description="Create the folder NAME with a plugin skeleton (plugin.py), tests through the mock\n"
@@ -275,7 +284,7 @@ def _add_new(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_new)
 
 
-def _add_build(sub: argparse._SubParsersAction) -> None:
+def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("build", help="build a plugin into a .wasm module Envoy loads", formatter_class=_Formatter,
                        description="Build PLUGIN (a .py file, or a folder with plugin.py) into a "
                                    "proxy-wasm 0.2.1 module.")
@@ -290,7 +299,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_build)
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .run import DEFAULT_PORT
 
     p = sub.add_parser(
@@ -304,7 +313,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                     "  pywasm run plugin.wasm --port 8080 --upstream 127.0.0.1:3000")
     p.add_argument("plugin", metavar="PLUGIN", help="a .py file, a folder with plugin.py, or a built .wasm")
     p.add_argument("--config", metavar="TEXT|@FILE", help="the plugin configuration, inline or @file (@- for stdin)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"listener port on 127.0.0.1 (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"listener port on 127.0.0.1 (default {DEFAULT_PORT})")
     p.add_argument("--upstream", metavar="HOST:PORT",
                    help="forward to this loopback server instead of the built-in echo upstream")
     kind = p.add_mutually_exclusive_group()
@@ -315,7 +325,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_run)
 
 
-def _add_inspect(sub: argparse._SubParsersAction) -> None:
+def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "inspect", help="show a module's ABI, imports, exports and size; check Envoy can load it",
         formatter_class=_Formatter,
@@ -328,7 +338,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_inspect)
 
 
-def _add_manifests(sub: argparse._SubParsersAction) -> None:
+def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from . import manifests as M
 
     p = sub.add_parser(
@@ -391,7 +401,7 @@ def _add_manifests(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_manifests)
 
 
-def _add_oci(sub: argparse._SubParsersAction) -> None:
+def _add_oci(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "oci", help="package a module as an OCI image for Istio's WasmPlugin", formatter_class=_Formatter,
         description="Write PLUGIN.wasm as an OCI image layout in one tar: the Wasm image spec's compat\n"
@@ -431,7 +441,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except BrokenPipeError:
         # `pywasm inspect x.wasm | head`: the reader left; that is not an error worth a traceback.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -127,7 +127,9 @@ def _wasm_filters(kind: str, wasm_path: PathLike | None, *, plugin_config: bytes
 
 
 def _listener(name: str, port: int, filters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"name": name, "address": _socket_address(LOOPBACK, port),
+    # Without SO_REUSEPORT, a second Envoy on the same port fails to start instead of silently
+    # sharing the port with the first (tests start several Envoys at once).
+    return {"name": name, "address": _socket_address(LOOPBACK, port), "enable_reuse_port": False,
             "filter_chains": [{"filters": filters}]}
 
 

@@ -72,6 +72,7 @@ def inspect_module(module: PluginModule) -> Report:
     imports = [ImportEntry(i.module, i.name, i.kind, i.signature,
                            _problem_of(problems, f"import {i.module}.{i.name}:"))
                for i in info.imports]
+    kind: str
     try:
         kind = module.filter_type()
     except ModuleFileError:
@@ -147,7 +148,7 @@ def to_text(report: Report) -> str:
     out.append(f"functions:    {report.functions} defined, "
                f"{sum(1 for i in report.imports if i.kind == 'func')} imported{pages}")
     if report.loads_in_envoy:
-        out.append("Envoy:        loads it (every import is provided, every export has the ABI's type)")
+        out.append("Envoy:        loads it (valid; every import provided; exports of the ABI's types)")
     else:
         out.append(f"Envoy:        would NOT load it ({len(report.problems)} problem(s)):")
         out += [f"  - {p}" for p in report.problems]
@@ -159,9 +160,10 @@ def to_text(report: Report) -> str:
 
     out += ["", f"imports ({len(report.imports)}):"]
     width = max((len(f"{i.module}.{i.name}") for i in report.imports), default=0)
+    sig_width = max((len(_signature(i.signature) or i.kind) for i in report.imports), default=0)
     for i in report.imports:
         verdict = "ok" if i.provided else f"NOT PROVIDED: {i.problem}"
-        out.append(f"  {i.module + '.' + i.name:<{width}}  {_signature(i.signature) or i.kind:<28}  {verdict}")
+        out.append(f"  {i.module + '.' + i.name:<{width}}  {_signature(i.signature) or i.kind:<{sig_width}}  {verdict}")
 
     out += ["", "size by section:"]
     total = sum(size for _, size in report.sections) or 1

@@ -193,16 +193,18 @@ def _context(options: Options) -> str:
 def envoy_bootstrap(module: PluginModule, options: Options) -> dict[str, Any]:
     """The Envoy bootstrap, from :mod:`.envoy`'s builders, plus what they do not cover."""
     fail = FAIL_STRATEGIES[options.fail_strategy][0] if options.fail_strategy else None
-    common = dict(wasm_path=options.envoy_path or module.path.resolve(),
-                  plugin_config=options.plugin_config, root_id=options.root_id,
-                  listener_port=options.listen_port, admin_port=options.admin_port,
-                  env=options.env or None, failure_policy=fail, plugin_name=options.name,
-                  vm_id=options.name)
+    wasm_path = options.envoy_path or module.path.resolve()
     if options.filter_type == "http":
-        config = E.http_bootstrap(upstream=options.upstream, **common)
+        config = E.http_bootstrap(
+            wasm_path=wasm_path, plugin_config=options.plugin_config, root_id=options.root_id,
+            listener_port=options.listen_port, admin_port=options.admin_port, upstream=options.upstream,
+            env=options.env or None, failure_policy=fail, plugin_name=options.name, vm_id=options.name)
     else:
-        config = E.tcp_bootstrap(clusters={"upstream": options.upstream}, default_cluster="upstream",
-                                 **common)
+        config = E.tcp_bootstrap(
+            wasm_path=wasm_path, plugin_config=options.plugin_config, root_id=options.root_id,
+            listener_port=options.listen_port, admin_port=options.admin_port,
+            clusters={"upstream": options.upstream}, default_cluster="upstream",
+            env=options.env or None, failure_policy=fail, plugin_name=options.name, vm_id=options.name)
     if options.host_env:
         vm = _wasm_filter(config)["typed_config"]["config"]["vm_config"]
         vm.setdefault("environment_variables", {})["host_env_keys"] = list(options.host_env)
@@ -213,9 +215,11 @@ def _wasm_filter(bootstrap: dict[str, Any]) -> dict[str, Any]:
     """The wasm filter entry of a bootstrap made by :func:`envoy_bootstrap`."""
     for listener in bootstrap["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
+            network_filter: dict[str, Any]
             for network_filter in chain["filters"]:
                 if network_filter["name"] == "envoy.filters.network.wasm":
                     return network_filter
+                http_filter: dict[str, Any]
                 for http_filter in network_filter.get("typed_config", {}).get("http_filters", []):
                     if http_filter["name"] == "envoy.filters.http.wasm":
                         return http_filter

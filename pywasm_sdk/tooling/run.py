@@ -42,7 +42,8 @@ def source_digest(plugin: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     files = sorted(source.folder.rglob("*.py")) if source.module == "plugin" else [source.main_file]
     sdk = resources.sdk_source_root() / "pywasm_sdk"
-    files += sorted(p for p in sdk.rglob("*.py") if "tooling" not in p.parts and "testing" not in p.parts)
+    # the tooling too: a change of the linker changes the output (the mock host does not)
+    files += sorted(p for p in sdk.rglob("*") if p.is_file() and "testing" not in p.parts)
     files += sorted(resources.abi_dir().glob("*")) + sorted(resources.build_dir().glob("*"))
     for f in files:
         if "__pycache__" in f.parts:
@@ -143,7 +144,7 @@ def run(plugin: str, *, config: bytes = b"", port: int = DEFAULT_PORT, upstream:
                 servers.append(server.start())
                 target = server.address
             envoy = E.Envoy(_bootstrap(wasm, config, port, target, is_tcp), progress=say)
-            say(f"starting Envoy with a {'TCP' if is_tcp else 'HTTP'} listener; V8 compiles the "
+            say(f"starting Envoy with {'a TCP' if is_tcp else 'an HTTP'} listener; V8 compiles the "
                 "plugin first (a few seconds per MB of code)")
             envoy.start()
             signals.serving()

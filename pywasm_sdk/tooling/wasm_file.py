@@ -113,7 +113,7 @@ def load(path: str | os.PathLike[str]) -> PluginModule:
     """Read ``path`` and parse its interface; ``ModuleFileError`` says what is wrong with it."""
     p = Path(path)
     if p.is_dir():
-        hint = " (build it first: pywasm build FOLDER -o plugin.wasm)" if (p / "plugin.py").is_file() else ""
+        hint = f" (build it first: pywasm build {p} -o plugin.wasm)" if (p / "plugin.py").is_file() else ""
         raise ModuleFileError(f"{p}: is a folder, not a .wasm module{hint}")
     try:
         data = p.read_bytes()
