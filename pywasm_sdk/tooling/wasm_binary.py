@@ -94,8 +94,14 @@ def read(data: bytes) -> ModuleInfo:
     r = _Reader(data, 8)
     while r.pos < len(data):
         sid = r.byte()
-        size = r.uleb()
+        try:
+            size = r.uleb()
+        except WasmFormatError:
+            raise WasmFormatError("the file ends inside a section header: truncated?") from None
         start, end = r.pos, r.pos + size
+        if end > len(data):
+            raise WasmFormatError(f"a section of {size} bytes runs past the end of the file at "
+                                  f"byte {len(data)}: truncated?")
         s = _Reader(data, start, end)
         name = _SECTION_NAMES.get(sid, f"unknown({sid})")
         if sid == 0:

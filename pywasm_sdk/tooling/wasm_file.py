@@ -123,7 +123,6 @@ def load(path: str | os.PathLike[str]) -> PluginModule:
         raise ModuleFileError(f"{p}: cannot read it: {exc.strerror or exc}") from None
     _check_preamble(p, data)
     try:
-        _check_sections(data)
         info = read(data)
     except (WasmFormatError, IndexError) as exc:
         raise ModuleFileError(f"{p}: not a valid wasm module ({exc}); rebuild it with pywasm build") from None
@@ -146,24 +145,3 @@ def _check_preamble(path: Path, data: bytes) -> None:
             "(proxy-wasm). Use the .wasm that `pywasm build` writes, not componentize-py's output")
     raise ModuleFileError(f"{path}: unsupported WebAssembly version {data[4:8].hex()} (expected a "
                           "core module, version 1)")
-
-
-def _check_sections(data: bytes) -> None:
-    """Walk the section headers: a truncated module ends in the middle of one."""
-    pos = 8
-    while pos < len(data):
-        pos += 1  # section id
-        size, shift = 0, 0
-        while True:
-            if pos >= len(data):
-                raise WasmFormatError("the file ends inside a section header: truncated?")
-            byte = data[pos]
-            pos += 1
-            size |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        if pos + size > len(data):
-            raise WasmFormatError(f"a section of {size} bytes runs past the end of the file at "
-                                  f"byte {len(data)}: truncated?")
-        pos += size
