@@ -69,3 +69,28 @@ def test_bad_configuration_is_rejected(built, routers):
     with pytest.raises(E.EnvoyError):
         envoy.start()
     assert "configuration rejected: expected {\"egress_clusters\"" in envoy.log_text()
+
+
+@pytest.mark.parametrize("config", ["", json.dumps({"egress_clusters": ["c0", "c1", "c2"]})],
+                         ids=["default", "configured"])
+def test_routing_decisions_agree_native_wasm_and_envoy(built, routers, config):
+    """One scenario three ways: the plugin's Python natively, its .wasm under the mock host, and
+    the same .wasm in Envoy choose the same cluster for each source address."""
+    from pywasm_sdk.testing import MockHost
+
+    sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.7"]
+    wasm = built(EXAMPLES / "tcp_egress")
+    decided = {}
+    for name, make in (("native", lambda: MockHost.from_plugin(EXAMPLES / "tcp_egress", plugin_config=config)),
+                       ("wasm", lambda: MockHost.from_wasm(wasm, plugin_config=config))):
+        with make() as host:
+            decisions = []
+            for source in sources:
+                conn = host.tcp_connection(source=f"{source}:40000", destination="127.0.0.1:443")
+                conn.connect()
+                decisions.append(conn.filter_state.get("envoy.tcp_proxy.cluster"))
+            decided[name] = decisions
+    envoy, port = start_envoy(wasm, config, routers)
+    with envoy:
+        decided["envoy"] = [connect_from(source, port).split(b"\n", 1)[0].decode() for source in sources]
+    assert decided["native"] == decided["wasm"] == decided["envoy"], decided
