@@ -21,16 +21,16 @@ one-line message instead of a traceback.
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
-
 import os
+import sys
 import types
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from . import callouts, hostcalls, log
 from ._abi import CALLBACKS, BufferType, LogLevel, PeerType, StreamType
-from .contexts import Context, HttpContext, RootContext, StreamContext
 from ._boundary import report as _report
+from .contexts import Context, HttpContext, RootContext, StreamContext
 
 _CONTINUE = 0
 _COROUTINE = types.CoroutineType
@@ -49,6 +49,8 @@ class Registration:
 _registry: dict[str, Registration] = {}
 #: context id -> live context (roots and streams)
 _contexts: dict[int, Context] = {}
+#: root context id -> how that root makes the context of a new stream (decided once per root)
+_factories: dict[int, Callable[[int], Context]] = {}
 
 
 def register(root: type[RootContext] | None = None, *, root_id: str = "",
@@ -89,6 +91,7 @@ def reset() -> None:
     """Forget registrations and contexts (for tests that load several plugins natively)."""
     _registry.clear()
     _contexts.clear()
+    _factories.clear()
     callouts.reset()
 
 
@@ -223,16 +226,28 @@ class _NoContext(HttpContext, StreamContext):
 _NO_CONTEXT = _NoContext()
 
 
-def _create_stream(context_id: int, root_id: int) -> None:
-    root = _root(root_id)
+def _stream_factory(root: RootContext) -> Callable[[int], Context]:
     cls = type(root)
     http = cls.http_context is not None or cls.new_http_context is not RootContext.new_http_context
     tcp = cls.stream_context is not None or cls.new_stream_context is not RootContext.new_stream_context
     if http and tcp:
-        _contexts[context_id] = _Undecided(context_id, root)
-        return
-    made = root.new_http_context(context_id) if http else root.new_stream_context(context_id) if tcp else None
-    _contexts[context_id] = made if made is not None else _NO_CONTEXT
+        return lambda context_id: _Undecided(context_id, root)
+    make = root.new_http_context if http else root.new_stream_context if tcp else None
+    if make is None:
+        return lambda _context_id: _NO_CONTEXT
+
+    def create(context_id: int) -> Context:
+        made = make(context_id)
+        return made if made is not None else _NO_CONTEXT
+
+    return create
+
+
+def _create_stream(context_id: int, root_id: int) -> None:
+    factory = _factories.get(root_id)
+    if factory is None:
+        factory = _factories[root_id] = _stream_factory(_root(root_id))
+    _contexts[context_id] = factory(context_id)
 
 
 def _reseed_random() -> None:
@@ -459,6 +474,7 @@ class Exports:
     def proxy_on_delete(self, context_id: int) -> None:
         try:
             ctx = _contexts.pop(context_id, None)
+            _factories.pop(context_id, None)  # when a root goes
             callouts.forget_context(context_id)
             if ctx is not None and ctx is not _NO_CONTEXT:
                 r = ctx.on_delete()
