@@ -128,6 +128,21 @@ SDK_IMPORTS = (
     'pywasm_environ',
 )
 
+#: positions of the text (``string``) arguments of each raw import that has any
+TEXT_PARAMS = {
+    'proxy_log': (1,),
+    'proxy_send_local_response': (1,),
+    'proxy_http_call': (0,),
+    'proxy_grpc_call': (1, 2),
+    'proxy_grpc_stream': (1, 2),
+    'proxy_set_shared_data': (0,),
+    'proxy_get_shared_data': (0,),
+    'proxy_register_shared_queue': (0,),
+    'proxy_resolve_shared_queue': (0, 1),
+    'proxy_define_metric': (1,),
+    'proxy_call_foreign_function': (0,),
+}
+
 #: every callback the host may call
 CALLBACKS = (
     'proxy_on_context_create',

@@ -7,7 +7,7 @@ host's in-process implementation in tests. Until then they raise :class:`NoHostE
 is what a plugin sees when it calls the host at import time (during the build).
 
 Raw calling convention (the WIT world generated from abi/proxy_wasm.yaml): inputs are ints,
-``bytes`` or ``str`` (valid Unicode only: see :func:`wire.safe_text`); a hostcall without outputs returns its status; one with outputs returns
+``bytes`` or ``str``; a hostcall without outputs returns its status; one with outputs returns
 ``(status, *outputs)`` with zeroed outputs when the status is not OK.
 
 Each wrapper maps the statuses its call may legitimately return ("absent" becomes None) and
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._abi import HOSTCALLS, SDK_IMPORTS, BufferType, MapType, Status
+from ._abi import HOSTCALLS, SDK_IMPORTS, TEXT_PARAMS, BufferType, MapType, Status
 from .errors import NoHostError, error_for
 from .wire import Pairs, decode_pairs, encode_pairs, safe_text
 
@@ -43,14 +43,32 @@ def _no_host(name: str):
 RAW_NAMES = HOSTCALLS + SDK_IMPORTS
 
 
+def _text_safe(fn: Any, positions: tuple[int, ...]) -> Any:
+    """``fn`` with its text arguments made valid Unicode first (see :func:`wire.safe_text`):
+    componentize-py aborts the whole VM, it raises nothing, on a str with lone surrogates, and
+    the SDK's own str decoding makes exactly those of bytes that are not UTF-8."""
+    def call(*args: Any) -> Any:
+        args_ = list(args)
+        for i in positions:
+            args_[i] = safe_text(args_[i])
+        return fn(*args_)
+
+    call.__name__ = getattr(fn, "__name__", "hostcall")
+    return call
+
+
 def install(raw: Any) -> None:
-    """Bind every raw hostcall to ``raw.<name>`` (a module or an object with those functions)."""
+    """Bind every raw hostcall to ``raw.<name>`` (a module or an object with those functions).
+
+    The text parameters the ABI declares are guarded here, once for every wrapper below."""
     missing = [n for n in RAW_NAMES if not hasattr(raw, n)]
     if missing:
         raise TypeError(f"host implementation lacks {', '.join(missing)}")
     g = globals()
     for name in RAW_NAMES:
-        g[name] = getattr(raw, name)
+        fn = getattr(raw, name)
+        positions = TEXT_PARAMS.get(name)
+        g[name] = _text_safe(fn, positions) if positions else fn
 
 
 def uninstall() -> None:
@@ -73,6 +91,7 @@ proxy_set_buffer_bytes: Any
 proxy_get_header_map_pairs: Any
 proxy_set_header_map_pairs: Any
 proxy_get_header_map_value: Any
+proxy_get_header_map_size: Any
 proxy_add_header_map_value: Any
 proxy_replace_header_map_value: Any
 proxy_remove_header_map_value: Any
@@ -107,7 +126,7 @@ pywasm_environ: Any
 # -- logging -------------------------------------------------------------------------------
 
 def log(level: int, message: str) -> None:
-    status = proxy_log(level, safe_text(message))
+    status = proxy_log(level, message)
     if status:
         raise error_for("proxy_log", status)
 
@@ -217,7 +236,7 @@ def close_stream(stream_type: int) -> None:
 
 def send_local_response(status_code: int, details: str, body: bytes, headers: Pairs,
                         grpc_status: int) -> None:
-    status = proxy_send_local_response(status_code, safe_text(details), body, encode_pairs(headers), grpc_status)
+    status = proxy_send_local_response(status_code, details, body, encode_pairs(headers), grpc_status)
     if status:
         raise error_for("proxy_send_local_response", status)
 
@@ -241,7 +260,7 @@ def set_property(path: bytes, value: bytes) -> None:
 
 
 def call_foreign_function(name: str, arguments: bytes) -> bytes:
-    status, result = proxy_call_foreign_function(safe_text(name), arguments)
+    status, result = proxy_call_foreign_function(name, arguments)
     if status:
         raise error_for("proxy_call_foreign_function", status, name)
     return result
@@ -251,7 +270,7 @@ def call_foreign_function(name: str, arguments: bytes) -> bytes:
 
 def http_call(cluster: str, headers: Pairs, body: bytes, trailers: Pairs, timeout_ms: int) -> int:
     """Start an HTTP call; the token identifies its answer."""
-    status, token = proxy_http_call(safe_text(cluster), encode_pairs(headers), body, encode_pairs(trailers), timeout_ms)
+    status, token = proxy_http_call(cluster, encode_pairs(headers), body, encode_pairs(trailers), timeout_ms)
     if status:
         raise error_for("proxy_http_call", status,
                         f"cluster {cluster!r} (it must exist in the proxy, and the headers need "
@@ -261,14 +280,14 @@ def http_call(cluster: str, headers: Pairs, body: bytes, trailers: Pairs, timeou
 
 def grpc_call(service: bytes, service_name: str, method: str, metadata: Pairs, message: bytes,
               timeout_ms: int) -> int:
-    status, token = proxy_grpc_call(service, safe_text(service_name), safe_text(method), encode_pairs(metadata), message, timeout_ms)
+    status, token = proxy_grpc_call(service, service_name, method, encode_pairs(metadata), message, timeout_ms)
     if status:
         raise error_for("proxy_grpc_call", status, f"{service_name}/{method}")
     return token
 
 
 def grpc_stream(service: bytes, service_name: str, method: str, metadata: Pairs) -> int:
-    status, token = proxy_grpc_stream(service, safe_text(service_name), safe_text(method), encode_pairs(metadata))
+    status, token = proxy_grpc_stream(service, service_name, method, encode_pairs(metadata))
     if status:
         raise error_for("proxy_grpc_stream", status, f"{service_name}/{method}")
     return token
@@ -315,7 +334,7 @@ def done() -> None:
 # -- shared data and queues ----------------------------------------------------------------
 
 def get_shared_data(key: str) -> tuple[bytes, int] | None:
-    status, value, cas = proxy_get_shared_data(safe_text(key))
+    status, value, cas = proxy_get_shared_data(key)
     if status:
         if status == _NOT_FOUND:
             return None
@@ -324,20 +343,20 @@ def get_shared_data(key: str) -> tuple[bytes, int] | None:
 
 
 def set_shared_data(key: str, value: bytes, cas: int) -> None:
-    status = proxy_set_shared_data(safe_text(key), value, cas)
+    status = proxy_set_shared_data(key, value, cas)
     if status:
         raise error_for("proxy_set_shared_data", status, repr(key))
 
 
 def register_shared_queue(name: str) -> int:
-    status, queue_id = proxy_register_shared_queue(safe_text(name))
+    status, queue_id = proxy_register_shared_queue(name)
     if status:
         raise error_for("proxy_register_shared_queue", status, repr(name))
     return queue_id
 
 
 def resolve_shared_queue(vm_id: str, name: str) -> int | None:
-    status, queue_id = proxy_resolve_shared_queue(safe_text(vm_id), safe_text(name))
+    status, queue_id = proxy_resolve_shared_queue(vm_id, name)
     if status:
         if status == _NOT_FOUND:
             return None
@@ -363,7 +382,7 @@ def dequeue_shared_queue(queue_id: int) -> bytes | None:
 # -- metrics -------------------------------------------------------------------------------
 
 def define_metric(metric_type: int, name: str) -> int:
-    status, metric_id = proxy_define_metric(metric_type, safe_text(name))
+    status, metric_id = proxy_define_metric(metric_type, name)
     if status:
         raise error_for("proxy_define_metric", status, repr(name))
     return metric_id

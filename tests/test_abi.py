@@ -20,6 +20,12 @@ def test_generated_runtime_constants_are_up_to_date():
         "pywasm_sdk/_abi.py is stale: run `python -m pywasm_sdk.tooling.abi`")
 
 
+def test_the_seam_declares_every_raw_import():
+    from pywasm_sdk import hostcalls
+
+    assert set(hostcalls.__annotations__) >= set(hostcalls.RAW_NAMES)
+
+
 def test_runtime_knows_every_hostcall_and_callback():
     assert _abi.HOSTCALLS == tuple(ABI.hostcalls)
     assert _abi.CALLBACKS == tuple(ABI.callbacks)

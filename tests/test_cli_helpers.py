@@ -3,7 +3,7 @@
 Most command tests need *a* module, not a Python plugin: a hand-written proxy-wasm module of a
 few hundred bytes has the same interface shape as a built plugin (ABI marker, memory, allocator,
 callbacks, ``env.proxy_*`` imports), is made in microseconds, and Envoy loads it in
-milliseconds. Tests that need a real plugin use the session fixture ``built`` (tests/conftest.py).
+milliseconds. Tests that need a real plugin use the session fixture ``pywasm_build``.
 """
 
 from __future__ import annotations

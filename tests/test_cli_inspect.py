@@ -91,9 +91,9 @@ def test_text_report_lists_everything(tmp_path, capsys):
     assert "env.proxy_log" in text and " ok" in text
 
 
-def test_a_built_plugin(built, capsys):
+def test_a_built_plugin(pywasm_build, capsys):
     """The real thing: a built example reports ABI 0.2.1, loads, and is mostly code and data."""
-    wasm = built(EXAMPLES / "tcp_egress")
+    wasm = pywasm_build(EXAMPLES / "tcp_egress")
     status, report = inspect_json(capsys, wasm)
     assert status == 0
     assert report["abi_version"] == "0.2.1" and report["filter_type"] == "network"

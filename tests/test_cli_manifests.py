@@ -109,9 +109,9 @@ def test_validate_option_reports_a_rejected_configuration(tmp_path, capsys):
 
 
 @pytest.mark.envoy  # envoy --mode validate
-def test_validated_real_plugin_with_its_configuration(built, tmp_path, capsys):
+def test_validated_real_plugin_with_its_configuration(pywasm_build, tmp_path, capsys):
     """A built plugin: V8 compiles it and its on_configure accepts (then rejects) the config."""
-    wasm = built(EXAMPLES / "http_headers")
+    wasm = pywasm_build(EXAMPLES / "http_headers")
     out = tmp_path / "envoy.yaml"
     assert main(["manifests", str(wasm), "--kind", "envoy", "--config", "x-a=1", "--validate",
                  "-o", str(out)]) == 0
@@ -269,7 +269,7 @@ def test_config_from_stdin(tmp_path, capsys, monkeypatch):
     assert wp["spec"]["pluginConfig"] == {"from": "stdin"}
 
 
-def test_large_local_module_gets_a_configmap_warning(built, capsys):
-    wasm = built(EXAMPLES / "http_headers")
+def test_large_local_module_gets_a_configmap_warning(pywasm_build, capsys):
+    wasm = pywasm_build(EXAMPLES / "http_headers")
     _, text = manifests(capsys, str(wasm), "--kind", "envoyfilter")
     assert "too large for a ConfigMap (1 MiB)" in text

@@ -140,8 +140,8 @@ def test_module_without_the_0_2_1_marker_warns(tmp_path, capsys):
     assert "warning: the module declares proxy-wasm ABI 0.1.0" in capsys.readouterr().err
 
 
-def test_image_of_a_built_plugin(built, tmp_path):
-    wasm = built(EXAMPLES / "http_headers")
+def test_image_of_a_built_plugin(pywasm_build, tmp_path):
+    wasm = pywasm_build(EXAMPLES / "http_headers")
     image = tmp_path / "http_headers.tar"
     assert main(["oci", str(wasm), "-o", str(image), "--tag", "0.1.0"]) == 0
     check_image(image, wasm.read_bytes(), "0.1.0")

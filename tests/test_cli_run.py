@@ -29,8 +29,8 @@ def assert_gone(pid: int) -> None:
         os.kill(pid, 0)
 
 
-def test_http_plugin_in_front_of_a_given_upstream(built):
-    wasm = built(EXAMPLES / "http_headers")
+def test_http_plugin_in_front_of_a_given_upstream(pywasm_build):
+    wasm = pywasm_build(EXAMPLES / "http_headers")
     port = E.free_port()
     with E.EchoUpstream() as upstream:
         run = RunningCli("run", wasm, "--port", port, "--config", "x-a=1",
@@ -51,8 +51,8 @@ def test_http_plugin_in_front_of_a_given_upstream(built):
     ensure_port_free(port)  # the listener is gone too
 
 
-def test_tcp_plugin_gets_a_tcp_listener_and_the_echo_upstream(built):
-    wasm = built(EXAMPLES / "tcp_egress")
+def test_tcp_plugin_gets_a_tcp_listener_and_the_echo_upstream(pywasm_build):
+    wasm = pywasm_build(EXAMPLES / "tcp_egress")
     port = E.free_port()
     run = RunningCli("run", wasm, "--port", port, "--config", '{"egress_clusters": ["upstream"]}')
     try:
@@ -73,9 +73,9 @@ def test_tcp_plugin_gets_a_tcp_listener_and_the_echo_upstream(built):
     assert_gone(pid)
 
 
-def test_interrupted_start_leaves_no_envoy_behind(built):
+def test_interrupted_start_leaves_no_envoy_behind(pywasm_build):
     """SIGTERM while V8 still compiles the plugin: Envoy (in its own session) is stopped too."""
-    wasm = built(EXAMPLES / "http_headers")
+    wasm = pywasm_build(EXAMPLES / "http_headers")
     run = RunningCli("run", wasm, "--port", E.free_port())
     workdir = run.wait_for(r"starting envoy \(admin [^,]+, log (\S+)/envoy\.log\)", stream="stderr").group(1)
     time.sleep(1.0)  # Envoy is started (and compiling), not merely about to be

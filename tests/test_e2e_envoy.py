@@ -31,8 +31,8 @@ def upstream():
     "x-frame-options=DENY\nx-served-by=python",
     json.dumps({"x-frame-options": "DENY", "x-served-by": "python"}),
 ], ids=["lines", "json"])
-def test_http_headers_adds_configured_headers(built, upstream, config):
-    wasm = built(EXAMPLES / "http_headers")
+def test_http_headers_adds_configured_headers(pywasm_build, upstream, config):
+    wasm = pywasm_build(EXAMPLES / "http_headers")
     envoy, port = serve(wasm, config, upstream)
     with envoy:
         status, headers, body = E.http_request(port, "/some/path?x=1")
@@ -48,8 +48,8 @@ def test_http_headers_adds_configured_headers(built, upstream, config):
     ('["x-a", "1"]', r"JSON configuration must be an object of strings"),
     ("bad name=1", r"'bad name' is not a valid header name"),
 ])
-def test_http_headers_bad_configuration_is_rejected(built, upstream, config, message):
-    wasm = built(EXAMPLES / "http_headers")
+def test_http_headers_bad_configuration_is_rejected(pywasm_build, upstream, config, message):
+    wasm = pywasm_build(EXAMPLES / "http_headers")
     envoy, _ = serve(wasm, config, upstream)
     with pytest.raises(E.EnvoyError) as failed:
         envoy.start()
@@ -60,8 +60,8 @@ def test_http_headers_bad_configuration_is_rejected(built, upstream, config, mes
     assert not envoy.running
 
 
-def test_exception_in_callback_is_logged_and_request_still_answered(built, upstream):
-    wasm = built(PLUGINS / "probe.py")
+def test_exception_in_callback_is_logged_and_request_still_answered(pywasm_build, upstream):
+    wasm = pywasm_build(PLUGINS / "probe.py")
     envoy, port = serve(wasm, "", upstream)
     with envoy:
         status, headers, _ = E.http_request(port, "/raise")
@@ -79,8 +79,8 @@ def test_exception_in_callback_is_logged_and_request_still_answered(built, upstr
         envoy.wait_for_log(r"probe: request /after")
 
 
-def test_print_and_logging_reach_the_proxy_log(built, upstream):
-    wasm = built(PLUGINS / "probe.py")
+def test_print_and_logging_reach_the_proxy_log(pywasm_build, upstream):
+    wasm = pywasm_build(PLUGINS / "probe.py")
     envoy, port = serve(wasm, "", upstream)
     with envoy:
         assert E.http_request(port, "/print")[0] == 200

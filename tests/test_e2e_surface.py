@@ -42,8 +42,8 @@ class _Authz(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def surface_envoy(built):
-    wasm = built(PLUGINS / "surface.py")
+def surface_envoy(pywasm_build):
+    wasm = pywasm_build(PLUGINS / "surface.py")
     authz = ThreadingHTTPServer(("127.0.0.1", 0), _Authz)
     threading.Thread(target=authz.serve_forever, daemon=True).start()
     with E.EchoUpstream() as upstream:

@@ -51,8 +51,8 @@ def start_envoy(wasm, config: str, routers):
     (json.dumps({"egress_clusters": ["c0", "c1", "c2"]}),
      {"127.0.0.3": "c0", "127.0.0.4": "c1", "127.0.0.5": "c2", "127.0.0.6": "c0"}),
 ], ids=["default", "configured"])
-def test_connections_are_routed_by_source_address(built, routers, config, expected):
-    wasm = built(EXAMPLES / "tcp_egress")
+def test_connections_are_routed_by_source_address(pywasm_build, routers, config, expected):
+    wasm = pywasm_build(EXAMPLES / "tcp_egress")
     envoy, port = start_envoy(wasm, config, routers)
     with envoy:
         for source, cluster in expected.items():
@@ -64,8 +64,8 @@ def test_connections_are_routed_by_source_address(built, routers, config, expect
         assert set(served) == set(expected.values())
 
 
-def test_bad_configuration_is_rejected(built, routers):
-    envoy, _ = start_envoy(built(EXAMPLES / "tcp_egress"), '{"egress_clusters": []}', routers)
+def test_bad_configuration_is_rejected(pywasm_build, routers):
+    envoy, _ = start_envoy(pywasm_build(EXAMPLES / "tcp_egress"), '{"egress_clusters": []}', routers)
     with pytest.raises(E.EnvoyError):
         envoy.start()
     assert "configuration rejected: expected {\"egress_clusters\"" in envoy.log_text()
@@ -73,13 +73,13 @@ def test_bad_configuration_is_rejected(built, routers):
 
 @pytest.mark.parametrize("config", ["", json.dumps({"egress_clusters": ["c0", "c1", "c2"]})],
                          ids=["default", "configured"])
-def test_routing_decisions_agree_native_wasm_and_envoy(built, routers, config):
+def test_routing_decisions_agree_native_wasm_and_envoy(pywasm_build, routers, config):
     """One scenario three ways: the plugin's Python natively, its .wasm under the mock host, and
     the same .wasm in Envoy choose the same cluster for each source address."""
     from pywasm_sdk.testing import MockHost
 
     sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.7"]
-    wasm = built(EXAMPLES / "tcp_egress")
+    wasm = pywasm_build(EXAMPLES / "tcp_egress")
     decided = {}
     for name, make in (("native", lambda: MockHost.from_plugin(EXAMPLES / "tcp_egress", plugin_config=config)),
                        ("wasm", lambda: MockHost.from_wasm(wasm, plugin_config=config))):

@@ -11,8 +11,8 @@ from .conftest import EXAMPLES
 
 
 @pytest.mark.envoy
-def test_http_headers_envoy_config_is_valid(built, tmp_path):
-    wasm = built(EXAMPLES / "http_headers")
+def test_http_headers_envoy_config_is_valid(pywasm_build, tmp_path):
+    wasm = pywasm_build(EXAMPLES / "http_headers")
     text = (EXAMPLES / "http_headers" / "envoy.yaml").read_text()
     assert "/tmp/http_headers.wasm" in text
     config = tmp_path / "envoy.yaml"
@@ -32,8 +32,8 @@ def test_http_headers_istio_manifests_parse():
 
 
 @pytest.mark.envoy
-def test_tcp_egress_envoy_config_is_valid(built, tmp_path):
-    wasm = built(EXAMPLES / "tcp_egress")
+def test_tcp_egress_envoy_config_is_valid(pywasm_build, tmp_path):
+    wasm = pywasm_build(EXAMPLES / "tcp_egress")
     text = (EXAMPLES / "tcp_egress" / "envoy.yaml").read_text()
     config = tmp_path / "envoy.yaml"
     config.write_text(text.replace("/tmp/tcp_egress.wasm", str(wasm)))

@@ -24,8 +24,8 @@ MOCK_OPTIONS = {"plugin_name": "pywasm", "vm_id": "pywasm"}
 
 
 @pytest.fixture(scope="module")
-def probe_wasm(built):
-    return built(PROBE)
+def probe_wasm(pywasm_build):
+    return pywasm_build(PROBE)
 
 
 @pytest.fixture(scope="module")

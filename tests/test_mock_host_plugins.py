@@ -1,6 +1,6 @@
 """Real plugins under the mock host, natively and as the built .wasm; both must agree.
 
-Builds (once per session, shared with the other tests through conftest's ``built``):
+Builds (once per session, shared with the other tests through the ``pywasm_build`` fixture):
 examples/http_headers and tests/plugins/mock_host_probe.
 """
 
@@ -35,8 +35,8 @@ def request(path: str = "/", **headers: str) -> list[tuple[str, str]]:
 class Hosts:
     """Makes hosts of one mode for a test and closes them after it."""
 
-    def __init__(self, mode: str, built) -> None:
-        self.mode, self._built, self._hosts = mode, built, []
+    def __init__(self, mode: str, pywasm_build) -> None:
+        self.mode, self._built, self._hosts = mode, pywasm_build, []
 
     def __call__(self, plugin: Path, **options) -> MockHost:
         if self.mode == "wasm":
@@ -54,22 +54,22 @@ class Hosts:
 
 
 @pytest.fixture(params=MODES)
-def hosts(request, built):
-    made = Hosts(request.param, built)
+def hosts(request, pywasm_build):
+    made = Hosts(request.param, pywasm_build)
     yield made
     made.close()
 
 
 @pytest.fixture
-def wasm_hosts(built):
-    made = Hosts("wasm", built)
+def wasm_hosts(pywasm_build):
+    made = Hosts("wasm", pywasm_build)
     yield made
     made.close()
 
 
 @pytest.fixture
-def native_hosts(built):
-    made = Hosts("native", built)
+def native_hosts(pywasm_build):
+    made = Hosts("native", pywasm_build)
     yield made
     made.close()
 
@@ -383,11 +383,11 @@ def test_tcp_routing_by_source(hosts):
     assert odd.filter_state["envoy.tcp_proxy.cluster"] == "odd-cluster"
 
 
-def test_both_modes_agree_on_a_scenario(built):
+def test_both_modes_agree_on_a_scenario(pywasm_build):
     """One scenario, run natively and as the .wasm: the observable outcomes are identical."""
     outcomes = []
     for mode in MODES:
-        made = Hosts(mode, built)
+        made = Hosts(mode, pywasm_build)
         try:
             host = made(PROBE, clusters=["auth"], plugin_config="tick")
             stream = host.http_stream()

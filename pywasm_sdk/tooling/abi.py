@@ -233,7 +233,13 @@ def runtime_module_source(abi: Abi | None = None) -> str:
     out += [f"    {name!r}," for name in abi.hostcalls]
     out += [")", "", "#: imports the build implements for the SDK (not hostcalls)", "SDK_IMPORTS = ("]
     out += [f"    {name!r}," for name in abi.sdk_imports]
-    out += [")", "", "#: every callback the host may call", "CALLBACKS = ("]
+    out += [")", "", "#: positions of the text (``string``) arguments of each raw import that has any",
+            "TEXT_PARAMS = {"]
+    for call in (*abi.hostcalls.values(), *abi.sdk_imports.values()):
+        positions = tuple(i for i, p in enumerate(call.params) if p.type == "string")
+        if positions:
+            out.append(f"    {call.name!r}: {positions!r},")
+    out += ["}", "", "#: every callback the host may call", "CALLBACKS = ("]
     out += [f"    {name!r}," for name in abi.callbacks]
     out += [")", "", "#: host limits of the wire formats"]
     out += [f"{k.upper()} = {v}" for k, v in abi.limits.items()]

@@ -204,10 +204,12 @@ def build(plugin: str | os.PathLike[str], output: str | os.PathLike[str], *,
 
         stage("link", "linking the proxy-wasm module")
         try:
-            wasm, _report = linker.link(fused.read_bytes(), json.loads(import_map.read_text()), callbacks)
+            wasm, report = linker.link(fused.read_bytes(), json.loads(import_map.read_text()), callbacks)
         except linker.LinkError as exc:
             raise BuildError(f"linking failed (componentize-py or meld output changed shape?): {exc}") from exc
 
+        say(f"linked: {len(report.renamed)} hostcalls renamed, {len(report.bridged)} imports "
+            f"adapted, {report.removed_functions} unreachable functions removed")
         stage("verify", "verifying the module")
         found_problems = checks.problems(wasm)
         if found_problems:

@@ -157,12 +157,6 @@ class _Slots:
                 if imports.get(ident):
                     self.by_key[imports[ident][0]] = offset + n
 
-    def get(self, slot: int) -> str:
-        for _, offset, funcs in self.segments:
-            if offset <= slot < offset + len(funcs):
-                return funcs[slot - offset]
-        raise LinkError(f"import slot {slot} is not filled by any element segment")
-
     def set(self, slot: int, ident: str) -> None:
         for n, (item, offset, funcs) in enumerate(self.segments):
             if offset <= slot < offset + len(funcs):

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .._dispatch import ROUTES
+from ..contexts import HttpContext, StreamContext
 from .wasm_binary import ModuleInfo, WasmFormatError, read
 
 __all__ = ["HTTP_CALLBACKS", "TCP_CALLBACKS", "FilterType", "ModuleFileError", "PluginModule",
@@ -27,15 +29,9 @@ __all__ = ["HTTP_CALLBACKS", "TCP_CALLBACKS", "FilterType", "ModuleFileError", "
 FilterType = Literal["http", "network"]
 
 #: callbacks only an HTTP filter receives (the host calls them per HTTP stream)
-HTTP_CALLBACKS = frozenset({
-    "proxy_on_request_headers", "proxy_on_request_body", "proxy_on_request_trailers",
-    "proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers",
-})
+HTTP_CALLBACKS = frozenset(n for n, (owner, _) in ROUTES.items() if owner is HttpContext)
 #: callbacks only a network (TCP) filter receives (the host calls them per connection)
-TCP_CALLBACKS = frozenset({
-    "proxy_on_new_connection", "proxy_on_downstream_data", "proxy_on_upstream_data",
-    "proxy_on_downstream_connection_close", "proxy_on_upstream_connection_close",
-})
+TCP_CALLBACKS = frozenset(n for n, (owner, _) in ROUTES.items() if owner is StreamContext)
 
 _MAGIC = b"\0asm"
 _CORE_VERSION = b"\x01\0\0\0"

@@ -135,12 +135,6 @@ class Module:
     def of_kind(self, *kinds: str) -> Iterable[Item]:
         return (i for i in self.items if i.kind in kinds)
 
-    def function(self, ident: str) -> Item:
-        for item in self.items:
-            if item.kind == "func" and item.id == ident:
-                return item
-        raise KeyError(ident)
-
     def exports(self) -> dict[str, tuple[str, str]]:
         """Export name -> (kind, id). A name exported twice is recorded as ambiguous (None)."""
         out: dict[str, tuple[str, str] | None] = {}
