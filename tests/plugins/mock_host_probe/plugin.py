@@ -17,7 +17,8 @@ Not an example to copy. HTTP (by ``:path``):
   /print       print() and the logging module
   /reset       resets the stream
   /env         copies os.environ["PROBE_ENV"] into a request header
-  /bad-hostcall-type, -text, -range   a raw hostcall with an argument the bindings cannot convert
+  /bad-hostcall-type, -range   a raw hostcall with an argument the bindings cannot convert
+  /bad-hostcall-text           a raw hostcall with text that is not valid Unicode (made safe)
   /late        reads the request headers and request.path in on_response_headers (Envoy no longer
                holds them there)
 Root: with plugin configuration "tick" the timer ticks every second, counting in metric "ticks";
