@@ -27,7 +27,7 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import callouts, hostcalls, log
+from . import _boundary, callouts, hostcalls, log
 from ._abi import CALLBACKS, BufferType, LogLevel, PeerType, StreamType
 from ._boundary import report as _report
 from .contexts import Context, HttpContext, RootContext, StreamContext
@@ -93,6 +93,7 @@ def reset() -> None:
     _contexts.clear()
     _factories.clear()
     callouts.reset()
+    _boundary.repeats.clear()
 
 
 # -- which callbacks a plugin uses ---------------------------------------------------------
@@ -305,6 +306,7 @@ class Exports:
             return False
 
     def proxy_on_tick(self, root_context_id: int) -> None:
+        _boundary.flush()  # repeated exceptions' summaries that are due, even if none comes again
         try:
             r = _root(root_context_id).on_tick()
             if r.__class__ is _COROUTINE:

@@ -77,6 +77,12 @@ def test_exception_in_callback_is_logged_and_request_still_answered(pywasm_build
         status, headers, _ = E.http_request(port, "/after")
         assert status == 200 and headers["x-probe"] == "1"
         envoy.wait_for_log(r"probe: request /after")
+        # the same exception again and again: counted, not logged again (summarized per minute)
+        for _ in range(20):
+            assert E.http_request(port, "/raise")[0] == 200
+        assert E.http_request(port, "/last")[0] == 200
+        envoy.wait_for_log(r"probe: request /last")
+        assert envoy.log_text().count("on_request_headers raised") == 1
 
 
 def test_print_and_logging_reach_the_proxy_log(pywasm_build, upstream):
