@@ -6,10 +6,11 @@
     pywasm inspect PLUGIN.wasm        ABI, imports, exports, sizes; will Envoy load it?
     pywasm manifests PLUGIN.wasm      Envoy config, Istio EnvoyFilter and WasmPlugin (YAML)
     pywasm oci PLUGIN.wasm -o IMG.tar an OCI image Istio's WasmPlugin pulls
+    pywasm bench PLUGIN               added latency, Envoy CPU, start time and memory of a plugin
 
 This module only parses arguments and reports: the work is in one module per command
 (:mod:`.scaffold`, :mod:`.build`, :mod:`.run`, :mod:`.inspection`, :mod:`.manifests`,
-:mod:`.oci`), each importable and tested on its own. The rule for errors: a user's mistake is
+:mod:`.oci`, :mod:`.bench.plugin`), each importable and tested on its own. The rule for errors: a user's mistake is
 one line on stderr, ``pywasm COMMAND: error: ...``, saying what was wrong and what to do, and
 exit status 1 (2 for a malformed command line, from argparse); never a traceback.
 """
@@ -172,6 +173,44 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     else:
         print(to_text(report))
     return 0 if report.loads_in_envoy else 1
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.plugin import bench_plugin, to_json_text, to_text
+
+    def work() -> dict:
+        if not args.path.startswith("/"):
+            raise CommandError(f"--path {args.path!r}: a request path starts with /")
+        headers = {}
+        for item in args.header or []:
+            name, sep, value = item.partition(":")
+            if not sep or not name.strip():
+                raise CommandError(f"--header {item!r}: expected NAME: VALUE")
+            headers[name.strip()] = value.strip()
+        for option in ("requests", "block", "starts", "concurrency"):
+            if getattr(args, option) < 1:
+                raise CommandError(f"--{option} {getattr(args, option)}: must be at least 1")
+        if args.warmup < 0:
+            raise CommandError(f"--warmup {args.warmup}: must not be negative")
+        kind = "network" if args.tcp else args.type
+        return bench_plugin(args.plugin, filter_type=kind, config=_read_config(args.config),
+                            requests=args.requests, block=args.block, warmup=args.warmup,
+                            starts_per_variant=args.starts, concurrency=args.concurrency,
+                            path=args.path, headers=headers, progress=_progress(args.quiet))
+
+    try:
+        result = _catching(args, work)
+    except KeyboardInterrupt:  # everything started was stopped on the way out
+        return 130
+    if result is None:
+        return 1
+    if args.json == "-":
+        print(to_json_text(result))
+        return 0
+    if args.json:
+        Path(args.json).write_text(to_json_text(result) + "\n")
+    print(to_text(result))
+    return 0
 
 
 def _cmd_manifests(args: argparse.Namespace) -> int:
@@ -419,6 +458,49 @@ def _add_oci(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(run=_cmd_oci)
 
 
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .bench.plugin import DEFAULTS as D
+
+    p = sub.add_parser(
+        "bench", help="measure what a plugin costs Envoy: latency, CPU, start time, memory",
+        formatter_class=_Formatter,
+        description="Measure PLUGIN against the same Envoy without it, in one run: the latency (p50/p99)\n"
+                    "and Envoy CPU it adds per request (HTTP filter) or per connection (network filter),\n"
+                    "in interleaved blocks on two listeners of one Envoy; Envoy's start-to-ready, CPU to\n"
+                    "start and RSS after start, with and without the plugin (median of --starts).\n"
+                    "PLUGIN is built through the build cache when its sources changed. Progress goes to\n"
+                    "stderr, the table to stdout; --json gives every figure for CI.\n\n"
+                    "examples:\n"
+                    "  pywasm bench examples/http_headers --config 'x-served-by=me'\n"
+                    "  pywasm bench examples/tcp_egress --config '{\"egress_clusters\": [\"upstream\"]}'\n"
+                    "  pywasm bench plugin.wasm --requests 2000 --starts 1 --json bench.json")
+    p.add_argument("plugin", metavar="PLUGIN",
+                   help="a .py file, a folder with plugin.py, a built .wasm (or a .wat module)")
+    p.add_argument("--config", metavar="TEXT|@FILE", help="the plugin configuration, inline or @file (@- for stdin)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--type", choices=("http", "network"),
+                      help="filter type; default: decided by the callbacks the plugin exports")
+    kind.add_argument("--tcp", action="store_true", help="short for --type network")
+    p.add_argument("--requests", type=int, default=D["requests"], metavar="N",
+                   help=f"measured requests (connections, for a network filter) per listener, rounded "
+                        f"up to whole blocks (default {D['requests']})")
+    p.add_argument("--block", type=int, default=D["block"], metavar="N",
+                   help=f"requests per interleaved block (default {D['block']})")
+    p.add_argument("--warmup", type=int, default=D["warmup"], metavar="N",
+                   help=f"warm-up requests per listener, not measured (default {D['warmup']})")
+    p.add_argument("--starts", type=int, default=D["starts"], metavar="N",
+                   help=f"Envoy starts with the plugin, and as many without; medians (default {D['starts']})")
+    p.add_argument("--concurrency", type=int, default=D["concurrency"], metavar="N",
+                   help=f"Envoy worker threads (default {D['concurrency']})")
+    p.add_argument("--path", default=D["path"], help=f"HTTP request path (default {D['path']})")
+    p.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                   help="an HTTP request header to send (repeatable)")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="every figure as JSON: on stdout instead of the table, or written to FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(run=_cmd_bench)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="pywasm", formatter_class=_Formatter,
@@ -430,10 +512,11 @@ def parser() -> argparse.ArgumentParser:
                     "  pywasm build my_filter -o my_filter.wasm\n"
                     "  pywasm inspect my_filter.wasm        will Envoy load it? what is in it?\n"
                     "  pywasm oci my_filter.wasm -o my_filter.tar\n"
-                    "  pywasm manifests my_filter.wasm --url oci://REGISTRY/my-filter:latest\n\n"
+                    "  pywasm manifests my_filter.wasm --url oci://REGISTRY/my-filter:latest\n"
+                    "  pywasm bench my_filter               what it costs Envoy per request\n\n"
                     "`pywasm COMMAND --help` describes each command.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_new, _add_build, _add_run, _add_inspect, _add_manifests, _add_oci):
+    for add in (_add_new, _add_build, _add_run, _add_inspect, _add_manifests, _add_oci, _add_bench):
         add(sub)
     return top
 

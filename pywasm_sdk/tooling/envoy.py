@@ -181,8 +181,13 @@ def tcp_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b"
                   vm_config: bytes | str = b"", root_id: str = "", listener_port: int,
                   admin_port: int, clusters: dict[str, Address], default_cluster: str,
                   env: dict[str, str] | None = None, failure_policy: str | None = None,
-                  plugin_name: str = "pywasm", vm_id: str = "pywasm") -> dict[str, Any]:
-    """Bootstrap: TCP listener [network wasm, tcp_proxy (stats ``tcp.tcp.*``) -> default_cluster]."""
+                  plugin_name: str = "pywasm", vm_id: str = "pywasm",
+                  baseline_port: int | None = None) -> dict[str, Any]:
+    """Bootstrap: TCP listener [network wasm, tcp_proxy (stats ``tcp.tcp.*``) -> default_cluster].
+
+    ``baseline_port`` adds the same listener without the wasm filter (``tcp.baseline.*``) so
+    benchmarks can measure the filter's cost.
+    """
     if default_cluster not in clusters:
         raise ValueError(f"default_cluster {default_cluster!r} is not one of {sorted(clusters)}")
     filters = _wasm_filters("network", wasm_path, plugin_config=plugin_config, vm_config=vm_config,
@@ -191,7 +196,12 @@ def tcp_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b"
     filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         "stat_prefix": "tcp", "cluster": default_cluster}})
-    return _bootstrap(admin_port, [_listener("main", listener_port, filters)], clusters)
+    listeners = [_listener("main", listener_port, filters)]
+    if baseline_port is not None:
+        listeners.append(_listener("baseline", baseline_port, [{
+            "name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                **filters[-1]["typed_config"], "stat_prefix": "baseline"}}]))
+    return _bootstrap(admin_port, listeners, clusters)
 
 
 def to_yaml(config: dict[str, Any]) -> str:
