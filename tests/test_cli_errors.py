@@ -12,8 +12,8 @@ from pywasm_sdk.tooling.cli import main, parser
 
 from .test_cli_helpers import component_bytes, module_bytes, run_cli, write_module
 
-COMMANDS = ("new", "build", "run", "inspect", "manifests", "oci")
-MODULE_COMMANDS = ("inspect", "manifests", "oci", "run")
+COMMANDS = ("new", "build", "run", "inspect", "manifests", "oci", "bench")
+MODULE_COMMANDS = ("inspect", "manifests", "oci", "run", "bench")
 
 
 def fails(capsys, argv: list[str]) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from . import procfs
 from .stats import block_order, latency_summary, pair_spread
 
-__all__ = ["HttpClient", "TcpClient", "measure_interleaved"]
+__all__ = ["TCP_MESSAGE", "Client", "HttpClient", "TcpClient", "measure_interleaved"]
 
 Progress = Callable[[str], None]
 
@@ -34,15 +34,23 @@ TCP_MESSAGE = b"pywasm bench: one line through the filter and back\n"
 
 
 class Client(Protocol):
+    #: the name of :meth:`outcome` in the results
+    outcome_name: str
+
     def once(self) -> int:
         """One request (or connection); its latency in ns."""
+
+    def outcome(self) -> object:
+        """What the requests got back, beyond their time (statuses, incomplete echoes)."""
 
     def close(self) -> None: ...
 
 
 class HttpClient:
     """Keep-alive GETs on one ``http.client`` connection; any status counts (a plugin may answer
-    itself), and the statuses seen are kept in ``statuses``."""
+    itself), and the statuses seen are counted in ``statuses``."""
+
+    outcome_name = "statuses"
 
     def __init__(self, port: int, path: str = "/bench", headers: dict[str, str] | None = None) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -59,6 +67,9 @@ class HttpClient:
         self.statuses[resp.status] = self.statuses.get(resp.status, 0) + 1
         return elapsed
 
+    def outcome(self) -> dict[int, int]:
+        return dict(self.statuses)
+
     def close(self) -> None:
         self.conn.close()
 
@@ -68,23 +79,33 @@ class TcpClient:
     echo ends with its close. ``short`` counts connections whose echo came back incomplete (a
     filter that changes or stops the bytes); the time is kept either way."""
 
+    outcome_name = "incomplete_echoes"
+
     def __init__(self, port: int, message: bytes = TCP_MESSAGE) -> None:
         self.address = ("127.0.0.1", port)
         self.message = message
         self.short = 0
 
-    def once(self) -> int:
-        t = time.perf_counter_ns()
+    def exchange(self) -> bytes:
+        """One connection: what came back before the upstream closed it."""
         with socket.create_connection(self.address, timeout=10) as s:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.sendall(self.message)
-            got = 0
+            chunks = []
             while chunk := s.recv(65536):
-                got += len(chunk)
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def once(self) -> int:
+        t = time.perf_counter_ns()
+        got = self.exchange()
         elapsed = time.perf_counter_ns() - t
-        if got != len(self.message):
+        if got != self.message:
             self.short += 1
         return elapsed
+
+    def outcome(self) -> int:
+        return self.short
 
     def close(self) -> None:
         pass

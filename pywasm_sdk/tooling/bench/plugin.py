@@ -20,7 +20,6 @@ import json
 import math
 import os
 import platform
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -113,7 +112,7 @@ def bench_module(wasm: str | os.PathLike[str], *, filter_type: str = "http", con
                 _http_check(filter_port, baseline_port, path, headers or {})
             if check is not None:
                 check(filter_port, baseline_port)
-            clients: list[load.HttpClient] | list[load.TcpClient]
+            clients: list[load.Client]
             if tcp:
                 clients = [load.TcpClient(filter_port), load.TcpClient(baseline_port)]
             else:
@@ -128,10 +127,8 @@ def bench_module(wasm: str | os.PathLike[str], *, filter_type: str = "http", con
                     c.close()
             figures["added"] = {key: figures["filter"][key] - figures["baseline"][key]
                                 for key in figures["filter"]}
-            if tcp:
-                figures["incomplete_echoes"] = {"filter": clients[0].short, "baseline": clients[1].short}  # type: ignore[union-attr]
-            else:
-                figures["statuses"] = {"filter": clients[0].statuses, "baseline": clients[1].statuses}  # type: ignore[union-attr]
+            figures[clients[0].outcome_name] = {"filter": clients[0].outcome(),
+                                                "baseline": clients[1].outcome()}
             result["load"] = figures
             result["rss_after_load_kb"] = procfs.rss_kb(envoy.pid)["VmRSS"]
         finally:
@@ -173,14 +170,9 @@ def _tcp_check(filter_port: int, baseline_port: int) -> dict[str, Any]:
     """One connection to each listener: did the line come back through the echo upstream?"""
     def echoed(port: int) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-                s.sendall(load.TCP_MESSAGE)
-                got = b""
-                while chunk := s.recv(65536):
-                    got += chunk
+            return load.TcpClient(port).exchange() == load.TCP_MESSAGE
         except OSError:
             return False
-        return got == load.TCP_MESSAGE
 
     result = {"filter_echoed": echoed(filter_port), "baseline_echoed": echoed(baseline_port)}
     if not result["baseline_echoed"]:
