@@ -51,6 +51,7 @@ from pywasm_sdk.tooling.wasm_file import load  # noqa: E402
 DEFAULT_MODULE = REPO / "examples" / "http_headers"
 REFERENCE = REPO / "bench" / "reference_filter.wat"
 NO_WASM = "no wasm"
+REFERENCE_LABEL = "reference (WAT)"
 DEFAULT_CONFIG = "x-served-by=pywasm-bench\n"  # bench/http_headers.py's job: one response header
 CONCURRENCIES = (1, 2)
 T0 = time.monotonic()
@@ -67,6 +68,13 @@ def prepare(spec: str, tmp: Path) -> tuple[Path, str]:
     else:
         wasm, _ = cached_build(spec, lambda m: say(f"  {m}"))
     return wasm, load(wasm).filter_type()
+
+
+def short_label(spec: str, specs: list[str]) -> str:
+    """A module's name in the tables: its file or folder name, or the whole argument when
+    another module has the same name."""
+    name = Path(spec).name or spec
+    return name if [Path(s).name for s in specs].count(name) == 1 and name not in (NO_WASM, REFERENCE_LABEL) else spec
 
 
 def bootstrap(wasm: Path | None, kind: str, config: str) -> Callable[[], dict[str, Any]]:
@@ -173,14 +181,15 @@ def main() -> int:
         modules: dict[str, tuple[Path | None, str]] = {NO_WASM: (None, "http")}
         sources: dict[str, str | None] = {NO_WASM: None}
         if REFERENCE.exists() and not args.no_reference:
-            modules["reference (WAT)"] = (wasm_from_wat(REFERENCE, tmp), "http")
-            sources["reference (WAT)"] = str(REFERENCE.relative_to(REPO))
+            modules[REFERENCE_LABEL] = (wasm_from_wat(REFERENCE, tmp), "http")
+            sources[REFERENCE_LABEL] = str(REFERENCE.relative_to(REPO))
+        if len(set(specs)) < len(specs):
+            parser.error("a module is given twice")
         for spec in specs:
-            if spec in modules:
-                parser.error(f"{spec} is given twice")
+            label = short_label(spec, specs)
             say(f"module {spec}")
-            modules[spec] = prepare(spec, Path(tmp))
-            sources[spec] = spec
+            modules[label] = prepare(spec, Path(tmp))
+            sources[label] = spec
         variants = [starts.Variant(name, bootstrap(wasm, kind, args.config))
                     for name, (wasm, kind) in modules.items()]
         noise = procfs.Noise()

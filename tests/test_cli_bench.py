@@ -133,8 +133,9 @@ def test_footprint_benchmark_compares_modules_side_by_side(tmp_path):
     for heading in ("module size", "Envoy start", "RSS after start (MB)", "/memory at c1 (MB)", "noise: "):
         assert heading in done.stdout, heading
     r = json.loads(out.read_text())
-    assert list(r["variants"]) == ["no wasm", "reference (WAT)", str(http), str(tcp)]
-    assert r["variants"][str(tcp)]["filter_type"] == "network"
+    assert list(r["variants"]) == ["no wasm", "reference (WAT)", "http.wasm", "tcp.wasm"]
+    assert r["variants"]["tcp.wasm"]["source"] == str(tcp)
+    assert r["variants"]["tcp.wasm"]["filter_type"] == "network"
     assert r["variants"]["no wasm"]["sections"] is None
     for name, v in r["variants"].items():
         for c in ("c1", "c2"):
