@@ -141,6 +141,8 @@ def test_run_option_errors(argv, expected, capsys, tmp_path, monkeypatch):
     (["--listen-port", "0"], "--listen-port 0"),
     (["--config", "x=1", "--kind", "wasmplugin"], "pluginConfig must be a JSON object"),
     (["--config", "[1, 2]"], "JSON but a list"),
+    (["--reload-backoff", "2"], "only with --fail-strategy reload"),
+    (["--fail-strategy", "reload", "--reload-backoff", "0"], "seconds from 0.01 to 86400"),
 ])
 def test_manifests_option_errors(extra, expected, tmp_path, capsys):
     path = write_module(tmp_path, "http")

@@ -77,7 +77,7 @@ def test_envoy_config_is_valid_for_envoy(kind, tmp_path, capsys):
     out = tmp_path / "envoy.yaml"
     assert main(["manifests", str(module), "--kind", "envoy", "-o", str(out), "--listen-port", "18000",
                  "--admin-port", "18001", "--upstream", "localhost:3000", "--config", "hello",
-                 "--env", "A=1", "--env", "HOME", "--fail-strategy", "reload"]) == 0
+                 "--env", "A=1", "--env", "HOME", "--fail-strategy", "reload", "--reload-backoff", "0.25"]) == 0
     E.validate_config(out)  # the very file, comments included
     (config,) = yaml.safe_load_all(out.read_text())
     listener = config["static_resources"]["listeners"][0]
@@ -92,6 +92,7 @@ def test_envoy_config_is_valid_for_envoy(kind, tmp_path, capsys):
     plugin = entry["typed_config"]["config"]
     assert plugin["configuration"]["value"] == "hello"
     assert plugin["failure_policy"] == "FAIL_RELOAD"
+    assert plugin["reload_config"] == {"backoff": {"base_interval": "0.25s"}}
     assert plugin["vm_config"]["code"] == {"local": {"filename": str(module.resolve())}}
     assert plugin["vm_config"]["environment_variables"] == {"key_values": {"A": "1"}, "host_env_keys": ["HOME"]}
     if kind == "tcp":

@@ -228,7 +228,8 @@ def _cmd_manifests(args: argparse.Namespace) -> int:
         options = M.Options(
             name=args.name or module.path.stem, filter_type=module.filter_type(args.type),
             plugin_config=_read_config(args.config), root_id=args.root_id, env=env, host_env=host_env,
-            fail_strategy=args.fail_strategy, namespace=args.namespace, selector=selector,
+            fail_strategy=args.fail_strategy, reload_backoff=args.reload_backoff,
+            namespace=args.namespace, selector=selector,
             context=args.context, url=args.url, path=args.path, sha256=sha256, phase=args.phase,
             priority=args.priority, pull_policy=args.pull_policy, listen_port=args.listen_port,
             admin_port=args.admin_port, upstream=parse_upstream(args.upstream),
@@ -412,6 +413,9 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     g.add_argument("--fail-strategy", choices=tuple(M.FAIL_STRATEGIES),
                    help="when the VM fails: close (deny traffic), open (bypass the plugin), reload "
                         "(new VM); default: the proxy's (close)")
+    g.add_argument("--reload-backoff", type=float, metavar="SECONDS",
+                   help="with --fail-strategy reload: at least this long between two VM reloads "
+                        "(Envoy reload_config.backoff.base_interval; Envoy's default 1)")
     g = p.add_argument_group("Istio (envoyfilter, wasmplugin)")
     g.add_argument("--url", help="where Istio downloads the module (oci://, https://, http://, file://; "
                                  "no scheme means oci://)")

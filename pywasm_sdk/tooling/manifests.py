@@ -77,6 +77,7 @@ class Options:
     env: dict[str, str] = field(default_factory=dict)       # inline VM environment variables
     host_env: list[str] = field(default_factory=list)        # copied from the proxy's environment
     fail_strategy: str | None = None                         # a key of FAIL_STRATEGIES
+    reload_backoff: float | None = None                      # s between VM reloads (fail_strategy reload)
     # Istio
     namespace: str | None = None
     selector: dict[str, str] = field(default_factory=dict)
@@ -128,6 +129,11 @@ def _check(options: Options) -> None:
             raise ManifestError(f"--env {key!r}: an environment variable name is letters, digits and _")
     if options.fail_strategy is not None and options.fail_strategy not in FAIL_STRATEGIES:
         raise ManifestError(f"--fail-strategy {options.fail_strategy!r}: one of {', '.join(FAIL_STRATEGIES)}")
+    if options.reload_backoff is not None:
+        if options.fail_strategy != "reload":
+            raise ManifestError("--reload-backoff: only with --fail-strategy reload (it paces the VM reloads)")
+        if not 0.01 <= options.reload_backoff <= 86400:
+            raise ManifestError(f"--reload-backoff {options.reload_backoff:g}: give seconds from 0.01 to 86400")
     if options.phase is not None and options.phase not in PHASES:
         raise ManifestError(f"--phase {options.phase!r}: one of {', '.join(PHASES)}")
     if options.context is not None and options.context not in CONTEXTS:
@@ -205,9 +211,14 @@ def envoy_bootstrap(module: PluginModule, options: Options) -> dict[str, Any]:
             listener_port=options.listen_port, admin_port=options.admin_port,
             clusters={"upstream": options.upstream}, default_cluster="upstream",
             env=options.env or None, failure_policy=fail, plugin_name=options.name, vm_id=options.name)
+    plugin = _wasm_filter(config)["typed_config"]["config"]
     if options.host_env:
-        vm = _wasm_filter(config)["typed_config"]["config"]["vm_config"]
-        vm.setdefault("environment_variables", {})["host_env_keys"] = list(options.host_env)
+        plugin["vm_config"].setdefault("environment_variables", {})["host_env_keys"] = list(options.host_env)
+    if options.reload_backoff is not None:
+        # Envoy waits at least this long (1 s by default, jittered up to 1.5x) after a reload
+        # before it tries the next one; requests in between get the fail-closed answer.
+        seconds = f"{options.reload_backoff:.3f}".rstrip("0").rstrip(".")
+        plugin["reload_config"] = {"backoff": {"base_interval": f"{seconds}s"}}
     return config
 
 
@@ -365,6 +376,8 @@ def _comments(kind: Kind, module: PluginModule, options: Options, body: dict[str
                      "istio-proxy container.")
     if "pluginConfig" in body["spec"]:
         lines.append("Istio passes pluginConfig to on_configure as JSON text.")
+    if options.reload_backoff is not None:
+        lines.append("A WasmPlugin has no field for --reload-backoff: Envoy's default (1 s) applies.")
     return "\n".join(lines)
 
 
