@@ -39,7 +39,7 @@ class HttpCall:
     ``headers`` are the request headers as (str, str) pairs with names lower-cased, plus the
     ``content-length`` Envoy adds when there is a body. ``context_id`` is the context whose
     callback dispatched it; the answer goes to ``root_context_id`` (Envoy's rule).
-    ``state``: ``"pending"``, ``"answered"``, ``"failed"``, ``"timed out"``.
+    ``state``: ``"pending"``, ``"answered"``, ``"failed"``, ``"timed out"``, ``"refused"`` (connection_failure).
     """
 
     token: int
@@ -107,10 +107,20 @@ class HttpCall:
     def timeout(self) -> None:
         """The call times out: Envoy's router answers it with a local 504 "upstream request
         timeout", which is what the plugin receives."""
+        self._envoy_reply("timed out", 504, b"upstream request timeout")
+
+    def connection_failure(self) -> None:
+        """Nothing listens at the cluster's address (the service is down): Envoy's router answers
+        the call with its local 503 "upstream connect error or disconnect/reset before headers.
+        reset reason: remote connection failure", which is what the plugin receives."""
+        self._envoy_reply("refused", 503, b"upstream connect error or disconnect/reset "
+                          b"before headers. reset reason: remote connection failure")
+
+    def _envoy_reply(self, state: str, status: int, body: bytes) -> None:
+        """An answer Envoy's router makes itself (no ``date`` header: no upstream sent it)."""
         self._check()
-        self.state = "timed out"
-        body = b"upstream request timeout"
-        headers = [(b":status", b"504"), (b"content-length", str(len(body)).encode()),
+        self.state = state
+        headers = [(b":status", str(status).encode()), (b"content-length", str(len(body)).encode()),
                    (b"content-type", b"text/plain")]
         self._host._answer_http_call(self, headers, body, None)
 

@@ -125,13 +125,18 @@ class HttpStream:
 
     @property
     def request_body(self) -> bytes:
-        """The request body as the upstream gets it: what passed the plugin plus what it holds."""
-        return self._state.request.body_so_far()
+        """The request body as the upstream gets it: what passed the plugin plus what it holds
+        (once the stream is reset, only what passed: Envoy drops what it held)."""
+        return self._body_seen(self._state.request)
 
     @property
     def response_body(self) -> bytes:
-        """The response body as the client gets it (passed plus held)."""
-        return self._state.response.body_so_far()
+        """The response body as the client gets it (passed plus held; after a reset, only what
+        passed before it)."""
+        return self._body_seen(self._state.response)
+
+    def _body_seen(self, direction: Direction) -> bytes:
+        return bytes(direction.forwarded) if self._state.reset else direction.body_so_far()
 
     @property
     def local_response(self) -> LocalResponse | None:

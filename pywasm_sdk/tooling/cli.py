@@ -155,8 +155,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tcp = True if args.tcp or args.type == "network" else (False if args.type == "http" else None)
 
     def work() -> int:
+        env, host_env = _key_values(args.env, "--env", allow_bare=True)
+        clusters, _ = _key_values(args.cluster, "--cluster")
         return run(args.plugin, config=_read_config(args.config), port=args.port,
-                   upstream=args.upstream, tcp=tcp, progress=_progress(args.quiet))
+                   upstream=args.upstream, tcp=tcp, progress=_progress(args.quiet),
+                   clusters=clusters, env=env, host_env=host_env)
 
     status = _catching(args, work)
     return 1 if status is None else status
@@ -350,13 +353,18 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "gets an HTTP listener; a network filter (TCP callbacks) a TCP listener with tcp_proxy.\n\n"
                     "examples:\n"
                     "  pywasm run examples/http_headers --config 'x-hello=world'\n"
-                    "  pywasm run plugin.wasm --port 8080 --upstream 127.0.0.1:3000")
+                    "  pywasm run plugin.wasm --port 8080 --upstream 127.0.0.1:3000\n"
+                    "  pywasm run examples/authz --cluster authz=127.0.0.1:9001 --config '{\"cluster\": \"authz\"}'")
     p.add_argument("plugin", metavar="PLUGIN", help="a .py file, a folder with plugin.py, or a built .wasm")
     p.add_argument("--config", metavar="TEXT|@FILE", help="the plugin configuration, inline or @file (@- for stdin)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"listener port on 127.0.0.1 (default {DEFAULT_PORT})")
     p.add_argument("--upstream", metavar="HOST:PORT",
                    help="forward to this loopback server instead of the built-in echo upstream")
+    p.add_argument("--cluster", action="append", metavar="NAME=HOST:PORT",
+                   help="another cluster on loopback, for the plugin's HTTP/gRPC calls (or TCP routing); repeatable")
+    p.add_argument("--env", action="append", metavar="NAME=VALUE|NAME",
+                   help="a VM environment variable; NAME alone copies it from this environment; repeatable")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--type", choices=("http", "network"),
                       help="filter type; default: decided by the callbacks the plugin exports")

@@ -35,6 +35,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Self
@@ -42,8 +43,9 @@ from typing import Any, Self
 import yaml
 
 __all__ = [
-    "EchoUpstream", "Envoy", "EnvoyError", "TcpServer", "envoy_binary", "free_port",
-    "http_bootstrap", "http_request", "tcp_bootstrap", "to_yaml", "validate_config",
+    "EchoUpstream", "Envoy", "EnvoyError", "HttpService", "Reply", "Request", "TcpServer",
+    "envoy_binary", "free_port", "http_bootstrap", "http_request", "tcp_bootstrap", "to_yaml",
+    "validate_config",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -106,7 +108,8 @@ def _any_value(data: bytes | str) -> dict[str, Any]:
 
 def _wasm_filters(kind: str, wasm_path: PathLike | None, *, plugin_config: bytes | str,
                   vm_config: bytes | str, root_id: str, env: dict[str, str] | None,
-                  failure_policy: str | None, plugin_name: str, vm_id: str) -> list[dict[str, Any]]:
+                  host_env: list[str] | None, failure_policy: str | None, plugin_name: str,
+                  vm_id: str) -> list[dict[str, Any]]:
     """``[wasm filter]`` (``kind`` "http" or "network", same PluginConfig) or ``[]`` without wasm."""
     if wasm_path is None:
         return []
@@ -115,8 +118,13 @@ def _wasm_filters(kind: str, wasm_path: PathLike | None, *, plugin_config: bytes
                           "code": {"local": {"filename": os.path.abspath(wasm_path)}}}
     if vm_config:
         vm["configuration"] = _any_value(vm_config)
-    if env:
-        vm["environment_variables"] = {"key_values": dict(env)}
+    if env or host_env:
+        variables: dict[str, Any] = {}
+        vm["environment_variables"] = variables
+        if env:
+            variables["key_values"] = dict(env)
+        if host_env:  # copied from Envoy's own environment
+            variables["host_env_keys"] = list(host_env)
     plugin: dict[str, Any] = {"name": plugin_name, "root_id": root_id,
                               "configuration": _any_value(plugin_config), "vm_config": vm}
     if failure_policy is not None:
@@ -160,17 +168,19 @@ def http_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b
                    vm_config: bytes | str = b"", root_id: str = "", listener_port: int,
                    upstream: Address, admin_port: int, baseline_port: int | None = None,
                    extra_clusters: dict[str, Address] | None = None,
-                   env: dict[str, str] | None = None, failure_policy: str | None = None,
+                   env: dict[str, str] | None = None, host_env: list[str] | None = None,
+                   failure_policy: str | None = None,
                    plugin_name: str = "pywasm", vm_id: str = "pywasm") -> dict[str, Any]:
     """Bootstrap: HTTP listener (stats ``http.ingress.*``) [wasm, router] -> cluster "upstream".
 
     ``baseline_port`` adds the same listener without the wasm filter (``http.baseline.*``)
     so benchmarks can measure the filter's cost.  ``extra_clusters`` are for plugins that
-    call out (``dispatch_http_call``).  ``wasm_path=None`` leaves the filter out.
+    call out (``dispatch_http_call``).  ``wasm_path=None`` leaves the filter out.  The VM's
+    environment is ``env`` plus the variables named in ``host_env``, copied from Envoy's.
     """
     filters = _wasm_filters("http", wasm_path, plugin_config=plugin_config, vm_config=vm_config,
-                            root_id=root_id, env=env, failure_policy=failure_policy,
-                            plugin_name=plugin_name, vm_id=vm_id)
+                            root_id=root_id, env=env, host_env=host_env,
+                            failure_policy=failure_policy, plugin_name=plugin_name, vm_id=vm_id)
     listeners = [_listener("main", listener_port, [_hcm("ingress", filters)])]
     if baseline_port is not None:
         listeners.append(_listener("baseline", baseline_port, [_hcm("baseline", [])]))
@@ -180,7 +190,8 @@ def http_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b
 def tcp_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b"",
                   vm_config: bytes | str = b"", root_id: str = "", listener_port: int,
                   admin_port: int, clusters: dict[str, Address], default_cluster: str,
-                  env: dict[str, str] | None = None, failure_policy: str | None = None,
+                  env: dict[str, str] | None = None, host_env: list[str] | None = None,
+                  failure_policy: str | None = None,
                   plugin_name: str = "pywasm", vm_id: str = "pywasm",
                   baseline_port: int | None = None) -> dict[str, Any]:
     """Bootstrap: TCP listener [network wasm, tcp_proxy (stats ``tcp.tcp.*``) -> default_cluster].
@@ -191,8 +202,8 @@ def tcp_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b"
     if default_cluster not in clusters:
         raise ValueError(f"default_cluster {default_cluster!r} is not one of {sorted(clusters)}")
     filters = _wasm_filters("network", wasm_path, plugin_config=plugin_config, vm_config=vm_config,
-                            root_id=root_id, env=env, failure_policy=failure_policy,
-                            plugin_name=plugin_name, vm_id=vm_id)
+                            root_id=root_id, env=env, host_env=host_env,
+                            failure_policy=failure_policy, plugin_name=plugin_name, vm_id=vm_id)
     filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         "stat_prefix": "tcp", "cluster": default_cluster}})
@@ -395,11 +406,12 @@ class _LoopbackServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     handler: type[socketserver.BaseRequestHandler]
 
-    def __init__(self, host: str = LOOPBACK) -> None:
+    def __init__(self, host: str = LOOPBACK, port: int = 0) -> None:
         self.peers: list[Address] = []
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
-        super().__init__((_loopback(host), 0), self.handler)
+        self.stopping = threading.Event()  # set by stop(): handlers waiting on it give up
+        super().__init__((_loopback(host), port), self.handler)
         self.address: Address = self.server_address[:2]
         self.port: int = self.address[1]
         self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True,
@@ -423,6 +435,7 @@ class _LoopbackServer(socketserver.ThreadingTCPServer):
 
     def stop(self) -> None:
         """Stop accepting, cut live connections, join every thread; safe to call again."""
+        self.stopping.set()
         if self._thread.is_alive():
             self.shutdown()
             self._thread.join()
@@ -449,10 +462,9 @@ def _join_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-class _EchoHandler(BaseHTTPRequestHandler):
+class _HttpHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like a real upstream
     disable_nagle_algorithm = True  # headers and body are two writes: avoid 40 ms ACK stalls
-    server: EchoUpstream
 
     def _read_body(self) -> bytes:
         if "chunked" not in self.headers.get("transfer-encoding", "").lower():
@@ -464,6 +476,13 @@ class _EchoHandler(BaseHTTPRequestHandler):
         while self.rfile.readline() not in (b"\r\n", b"\n", b""):
             pass  # trailers
         return b"".join(chunks)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet by default
+        pass
+
+
+class _EchoHandler(_HttpHandler):
+    server: EchoUpstream
 
     def _echo(self) -> None:
         record = {"method": self.command, "path": self.path,
@@ -480,9 +499,6 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _echo
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet by default
-        pass
-
 
 class EchoUpstream(_LoopbackServer):
     """HTTP/1.1 keep-alive upstream: 200 + JSON {method, path, headers (lower-case), body}.
@@ -492,9 +508,84 @@ class EchoUpstream(_LoopbackServer):
 
     handler = _EchoHandler
 
-    def __init__(self, host: str = LOOPBACK) -> None:
+    def __init__(self, host: str = LOOPBACK, port: int = 0) -> None:
         self.requests: list[dict[str, Any]] = []
-        super().__init__(host)
+        super().__init__(host, port)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request an :class:`HttpService` received: header names lower-case, repeats joined."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What an :class:`HttpService` answers. A ``body`` given as a list of parts is sent part by
+    part, each flushed (after ``HttpService.part_pause`` seconds), with chunked transfer encoding
+    unless ``headers`` has a content-length: a body of unknown length, arriving in pieces."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | list[bytes] = b""
+
+
+class _ServiceHandler(_HttpHandler):
+    server: HttpService
+
+    def _serve(self) -> None:
+        request = Request(self.command, self.path, _join_headers(self.headers.items()), self._read_body())
+        self.server.requests.append(request)
+        if self.server.delay and self.server.stopping.wait(self.server.delay):
+            return  # stopped while slow: the connection is being cut anyway
+        reply = self.server.respond(request)
+        parts = reply.body if isinstance(reply.body, list) else [reply.body]
+        headers = {k.lower(): v for k, v in reply.headers.items()}
+        chunked = isinstance(reply.body, list) and "content-length" not in headers
+        if chunked:
+            headers["transfer-encoding"] = "chunked"
+        elif "content-length" not in headers:
+            headers["content-length"] = str(sum(len(p) for p in parts))
+        self.send_response(reply.status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        with contextlib.suppress(OSError):  # the proxy may give up on a slow answer
+            for index, part in enumerate(parts):
+                if index and self.server.part_pause:
+                    time.sleep(self.server.part_pause)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if chunked and part else part)
+                self.wfile.flush()
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+
+class HttpService(_LoopbackServer):
+    """An HTTP/1.1 keep-alive service on 127.0.0.1 whose answers come from ``respond(request)``:
+    the services a plugin calls (an authorization service, an interceptor) or fronts, in tests
+    and in the examples' local runs.
+
+    ``requests`` lists every :class:`Request` in arrival order. ``delay`` (seconds, settable
+    while running) holds each answer back, e.g. past a plugin's timeout; ``stop()`` ends such a
+    wait. ``part_pause`` is the pause between the parts of a body given as a list.
+    """
+
+    handler = _ServiceHandler
+
+    def __init__(self, respond: Callable[[Request], Reply], *, host: str = LOOPBACK, port: int = 0,
+                 delay: float = 0.0, part_pause: float = 0.02) -> None:
+        self.respond = respond
+        self.requests: list[Request] = []
+        self.delay, self.part_pause = delay, part_pause
+        super().__init__(host, port)
 
 
 class _BannerEchoHandler(socketserver.BaseRequestHandler):
@@ -513,9 +604,9 @@ class TcpServer(_LoopbackServer):
 
     handler = _BannerEchoHandler
 
-    def __init__(self, banner: bytes = b"", host: str = LOOPBACK) -> None:
+    def __init__(self, banner: bytes = b"", host: str = LOOPBACK, port: int = 0) -> None:
         self.banner = banner
-        super().__init__(host)
+        super().__init__(host, port)
 
 
 def http_request(port: int, path: str = "/", *, method: str = "GET",

@@ -204,16 +204,16 @@ def envoy_bootstrap(module: PluginModule, options: Options) -> dict[str, Any]:
         config = E.http_bootstrap(
             wasm_path=wasm_path, plugin_config=options.plugin_config, root_id=options.root_id,
             listener_port=options.listen_port, admin_port=options.admin_port, upstream=options.upstream,
-            env=options.env or None, failure_policy=fail, plugin_name=options.name, vm_id=options.name)
+            env=options.env or None, host_env=options.host_env or None, failure_policy=fail,
+            plugin_name=options.name, vm_id=options.name)
     else:
         config = E.tcp_bootstrap(
             wasm_path=wasm_path, plugin_config=options.plugin_config, root_id=options.root_id,
             listener_port=options.listen_port, admin_port=options.admin_port,
             clusters={"upstream": options.upstream}, default_cluster="upstream",
-            env=options.env or None, failure_policy=fail, plugin_name=options.name, vm_id=options.name)
+            env=options.env or None, host_env=options.host_env or None, failure_policy=fail,
+            plugin_name=options.name, vm_id=options.name)
     plugin = _wasm_filter(config)["typed_config"]["config"]
-    if options.host_env:
-        plugin["vm_config"].setdefault("environment_variables", {})["host_env_keys"] = list(options.host_env)
     if options.reload_backoff is not None:
         # Envoy waits at least this long (1 s by default, jittered up to 1.5x) after a reload
         # before it tries the next one; requests in between get the fail-closed answer.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import checks, resources, wasm_file
 from . import envoy as E
-from .addresses import ensure_port_free, parse_upstream
+from .addresses import AddressError, ensure_port_free, parse_upstream
 from .build import BuildError, build, resolve_plugin
 
 #: the listener's port when --port is not given (documented in docs/workflow.md and the README)
@@ -115,18 +115,23 @@ class _StopSignals:
 
 def run(plugin: str, *, config: bytes = b"", port: int = DEFAULT_PORT, upstream: str | None = None,
         tcp: bool | None = None, progress: Callable[[str], None] | None = None,
-        out: Callable[[str], None] = print, stop: threading.Event | None = None) -> int:
+        out: Callable[[str], None] = print, stop: threading.Event | None = None,
+        clusters: dict[str, str] | None = None, env: dict[str, str] | None = None,
+        host_env: list[str] | None = None) -> int:
     """Serve ``plugin`` until ``stop`` is set, Ctrl-C or SIGTERM. Returns an exit status.
 
     ``tcp`` forces a network (True) or HTTP (False) filter; None decides from the callbacks the
-    module exports (see :func:`.wasm_file.filter_type`). Bad options raise ``ValueError``
-    (``AddressError``, ``ModuleFileError``) before anything is built or started; a failed build
-    raises ``BuildError``. Envoy failing to start is reported on stderr (status 1); an
-    interruption before Envoy is ready returns 130.
+    module exports (see :func:`.wasm_file.filter_type`). ``clusters`` (name -> "HOST:PORT") are
+    added next to ``upstream``, for the plugin's calls; the VM's environment is ``env`` plus the
+    variables named in ``host_env``, copied from this process's. Bad options raise
+    ``ValueError`` (``AddressError``, ``ModuleFileError``) before anything is built or started;
+    a failed build raises ``BuildError``. Envoy failing to start is reported on stderr (status
+    1); an interruption before Envoy is ready returns 130.
     """
     say = progress or (lambda _m: None)
     ensure_port_free(port)  # before the build: a taken port should not cost 20 s to find out
     target = parse_upstream(upstream) if upstream else None
+    extra = extra_clusters(clusters or {})
     stop = stop or threading.Event()
     with _StopSignals(stop) as signals:
         try:
@@ -143,7 +148,8 @@ def run(plugin: str, *, config: bytes = b"", port: int = DEFAULT_PORT, upstream:
                           else E.EchoUpstream())
                 servers.append(server.start())
                 target = server.address
-            envoy = E.Envoy(_bootstrap(wasm, config, port, target, is_tcp), progress=say)
+            envoy = E.Envoy(_bootstrap(wasm, config, port, target, is_tcp, extra, env or {},
+                                       host_env or []), progress=say)
             say(f"starting Envoy with {'a TCP' if is_tcp else 'an HTTP'} listener; V8 compiles the "
                 "plugin first (a few seconds per MB of code)")
             envoy.start()
@@ -170,15 +176,28 @@ def run(plugin: str, *, config: bytes = b"", port: int = DEFAULT_PORT, upstream:
                 server.stop()
 
 
-def _bootstrap(wasm: Path, config: bytes, port: int, upstream: tuple[str, int], is_tcp: bool) -> dict:
-    """The Envoy configuration of a run: the listener, the plugin, one upstream cluster."""
+def extra_clusters(clusters: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """``--cluster NAME=HOST:PORT`` options, checked: loopback addresses, names other than
+    ``upstream`` (the run's own)."""
+    checked = {}
+    for name, address in clusters.items():
+        if name == "upstream":
+            raise AddressError("--cluster upstream=...: `upstream` is the run's own cluster; "
+                               "use --upstream to change where it points")
+        checked[name] = parse_upstream(address, f"--cluster {name}")
+    return checked
+
+
+def _bootstrap(wasm: Path, config: bytes, port: int, upstream: tuple[str, int], is_tcp: bool,
+               clusters: dict[str, tuple[str, int]], env: dict[str, str], host_env: list[str]) -> dict:
+    """The Envoy configuration of a run: the listener, the plugin, the upstream and other clusters."""
     admin = E.free_port()
+    common = dict(wasm_path=wasm, plugin_config=config, listener_port=port, admin_port=admin,
+                  env=env or None, host_env=host_env or None, plugin_name=PLUGIN_NAME, vm_id=VM_ID)
     if is_tcp:
-        return E.tcp_bootstrap(wasm_path=wasm, plugin_config=config, listener_port=port,
-                               admin_port=admin, clusters={"upstream": upstream},
-                               default_cluster="upstream", plugin_name=PLUGIN_NAME, vm_id=VM_ID)
-    return E.http_bootstrap(wasm_path=wasm, plugin_config=config, listener_port=port,
-                            upstream=upstream, admin_port=admin, plugin_name=PLUGIN_NAME, vm_id=VM_ID)
+        return E.tcp_bootstrap(clusters={"upstream": upstream, **clusters}, default_cluster="upstream",
+                               **common)
+    return E.http_bootstrap(upstream=upstream, extra_clusters=clusters, **common)
 
 
 def _follow_plugin_log(envoy: E.Envoy, out: Callable[[str], None], stop: threading.Event) -> None:
