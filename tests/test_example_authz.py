@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -191,18 +192,20 @@ def envoy_gateway(pywasm_build):
     port = E.free_port()
     config = local_envoy_config("authz", wasm, listeners={"gateway": port}, admin_port=E.free_port(),
                                 clusters={"authz": authz.address, "backend": backend.address})
+    run = SimpleNamespace(port=port, authz=authz, backend=backend)  # a test may replace the service
     try:
-        with E.Envoy(config) as envoy:
-            yield envoy, port, authz, backend
+        with E.Envoy(config) as run.envoy:
+            yield run
     finally:
-        authz.stop()
+        run.authz.stop()
         backend.stop()
 
 
 
 @pytest.mark.envoy
 def test_envoy_allows_with_the_services_identity(envoy_gateway):
-    envoy, port, authz, backend = envoy_gateway
+    envoy, port, authz, backend = envoy_gateway.envoy, envoy_gateway.port, envoy_gateway.authz, \
+        envoy_gateway.backend
     status, _, body = E.http_request(port, "/orders/7", headers={
         "authorization": "Bearer alice-token", "x-auth-identity": "admin"})
     assert status == 200
@@ -214,7 +217,8 @@ def test_envoy_allows_with_the_services_identity(envoy_gateway):
 
 @pytest.mark.envoy
 def test_envoy_denial_is_403_from_the_plugin(envoy_gateway):
-    envoy, port, authz, backend = envoy_gateway
+    envoy, port, authz, backend = envoy_gateway.envoy, envoy_gateway.port, envoy_gateway.authz, \
+        envoy_gateway.backend
     seen = len(backend.requests)
     status, headers, body = E.http_request(port, "/orders/7", headers={"authorization": "Bearer mallory-token"})
     assert (status, body, headers["x-denied-by"]) == (403, b"mallory is suspended\n", "authz")
@@ -226,7 +230,8 @@ def test_envoy_denial_is_403_from_the_plugin(envoy_gateway):
 
 @pytest.mark.envoy
 def test_envoy_no_credentials_is_401_without_asking(envoy_gateway):
-    envoy, port, authz, backend = envoy_gateway
+    envoy, port, authz, backend = envoy_gateway.envoy, envoy_gateway.port, envoy_gateway.authz, \
+        envoy_gateway.backend
     asked = len(authz.requests)
     status, headers, body = E.http_request(port, "/")
     assert (status, body) == (401, b"missing credentials\n")
@@ -236,7 +241,8 @@ def test_envoy_no_credentials_is_401_without_asking(envoy_gateway):
 
 @pytest.mark.envoy
 def test_envoy_slow_service_fails_closed_at_the_timeout(envoy_gateway):
-    envoy, port, authz, backend = envoy_gateway
+    envoy, port, authz, backend = envoy_gateway.envoy, envoy_gateway.port, envoy_gateway.authz, \
+        envoy_gateway.backend
     seen = len(backend.requests)
     authz.delay = 5.0  # far beyond the configured 500 ms
     try:
@@ -253,19 +259,17 @@ def test_envoy_slow_service_fails_closed_at_the_timeout(envoy_gateway):
 
 @pytest.mark.envoy
 def test_envoy_service_down_fails_closed(envoy_gateway):
-    envoy, port, authz, backend = envoy_gateway
+    envoy, port, authz, backend = envoy_gateway.envoy, envoy_gateway.port, envoy_gateway.authz, \
+        envoy_gateway.backend
     authz.stop()  # nothing listens on its port any more
     try:
         status, _, body = E.http_request(port, "/", headers={"authorization": "Bearer alice-token"})
     finally:
-        restarted = example_services("authz").authorization_service(authz.port).start()
-    try:
-        assert (status, body) == (503, b"authorization service unavailable\n")
-        envoy.wait_for_log(r"authorization service unavailable: HTTP call failed: connection failure")
-        # and it recovers once the service is back
-        assert E.http_request(port, "/", headers={"authorization": "Bearer bob-token"})[0] == 200
-    finally:
-        restarted.stop()
+        envoy_gateway.authz = example_services("authz").authorization_service(authz.port).start()
+    assert (status, body) == (503, b"authorization service unavailable\n")
+    envoy.wait_for_log(r"authorization service unavailable: HTTP call failed: connection failure")
+    # and it recovers once the service is back
+    assert E.http_request(port, "/", headers={"authorization": "Bearer bob-token"})[0] == 200
 
 
 @pytest.mark.envoy
