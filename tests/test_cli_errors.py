@@ -117,6 +117,10 @@ def test_run_port_in_use_is_reported_before_building(tmp_path, capsys):
     (["run", "x.wasm", "--upstream", "example.com:80"], "only IPv4 loopback"),
     (["run", "x.wasm", "--upstream", "8080"], "expected HOST:PORT"),
     (["run", "x.wasm", "--config", "@/nonexistent/config.json"], "--config @/nonexistent/config.json: no such file"),
+    (["run", "x.wasm", "--cluster", "authz"], "--cluster 'authz': expected KEY=VALUE"),
+    (["run", "x.wasm", "--cluster", "authz=10.0.0.1:80"], "--cluster authz '10.0.0.1:80': only IPv4 loopback"),
+    (["run", "x.wasm", "--cluster", "upstream=127.0.0.1:80"], "`upstream` is the run's own cluster"),
+    (["run", "x.wasm", "--env", "=x"], "--env '=x': expected KEY=VALUE"),
 ])
 def test_run_option_errors(argv, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

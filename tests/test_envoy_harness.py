@@ -8,14 +8,15 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import wasmtime
 
 from pywasm_sdk.tooling.envoy import (
-    EchoUpstream, Envoy, EnvoyError, TcpServer, free_port, http_bootstrap, http_request,
-    tcp_bootstrap, to_yaml, validate_config,
+    EchoUpstream, Envoy, EnvoyError, HttpService, Reply, TcpServer, free_port, http_bootstrap,
+    http_request, tcp_bootstrap, to_yaml, validate_config,
 )
 
 # Smallest module Envoy accepts as proxy-wasm: an ABI marker, memory and an allocator.
@@ -125,9 +126,39 @@ def test_validate_accepts_generated_and_rejects_broken(echo: EchoUpstream, tmp_p
         validate_config(config)
 
 
+def test_http_service_answers_from_its_function() -> None:
+    def respond(request):
+        if request.path == "/parts":
+            return Reply(200, {"content-type": "application/json"}, [b'{"a": ', b"1", b"}"])
+        return Reply(418, {"x-seen": request.headers.get("x-in", "")}, request.body[::-1])
+
+    with HttpService(respond, part_pause=0.0) as service:
+        status, headers, body = http_request(service.port, "/x", method="POST", headers={"X-In": "yes"}, body=b"abc")
+        assert (status, headers["x-seen"], headers["content-length"], body) == (418, "yes", "3", b"cba")
+        status, headers, body = http_request(service.port, "/parts")
+        assert (status, body) == (200, b'{"a": 1}') and headers["transfer-encoding"] == "chunked"
+        assert [(r.method, r.path, r.body) for r in service.requests] == [("POST", "/x", b"abc"), ("GET", "/parts", b"")]
+        port = service.port
+    with EchoUpstream(port=port) as again:  # a fixed port: the same one, free again after stop()
+        assert again.port == port and http_request(port, "/")[0] == 200
+
+
+def test_slow_http_service_is_stopped_promptly() -> None:
+    service = HttpService(lambda request: Reply(200), delay=30.0).start()
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+    conn.request("GET", "/")
+    started = time.monotonic()
+    service.stop()  # the handler waiting out its delay gives up
+    assert time.monotonic() - started < 5
+    with pytest.raises((http.client.HTTPException, OSError)):
+        conn.getresponse().read()
+    conn.close()
+
+
 def test_validate_wasm_configs(minimal_wasm: Path, tmp_path: Path) -> None:
     common = {"wasm_path": minimal_wasm, "plugin_config": '{"k": 1}', "listener_port": free_port(),
-              "admin_port": free_port(), "env": {"A": "b"}, "failure_policy": "FAIL_OPEN"}
+              "admin_port": free_port(), "env": {"A": "b"}, "host_env": ["HOME"],
+              "failure_policy": "FAIL_OPEN"}
     validate_config(http_bootstrap(upstream=("127.0.0.1", free_port()), vm_config=b"\xff\x00",
                                    extra_clusters={"auth": ("127.0.0.1", free_port())}, **common))
     validate_config(tcp_bootstrap(clusters={"a": ("127.0.0.1", free_port())},

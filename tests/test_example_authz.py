@@ -13,7 +13,8 @@ from pywasm_sdk.testing import Action, LogLevel
 from pywasm_sdk.tooling import envoy as E
 
 from .conftest import EXAMPLES
-from .test_examples_helpers import example_services, local_envoy_config, reproduce_manifest
+from .test_examples_helpers import (example_services, local_envoy_config, reproduce_manifest,
+                                    services_script)
 
 AUTHZ = EXAMPLES / "authz"
 CONFIG = {"cluster": "authz", "authority": "authz.local", "timeout_ms": 500}
@@ -179,6 +180,18 @@ def test_istio_manifest_is_what_pywasm_manifests_makes(pywasm_build):
     assert plugin["spec"]["phase"] == "AUTHN" and plugin["spec"]["failStrategy"] == "FAIL_CLOSE"
     assert plugin["spec"]["selector"] == {"matchLabels": {"istio": "ingressgateway"}}
     assert "match" not in plugin["spec"]  # a gateway: no sidecar traffic direction
+
+
+def test_services_script_serves_what_the_readme_says():
+    authz_port, backend_port = E.free_port(), E.free_port()
+    with services_script("authz", "--authz-port", str(authz_port), "--backend-port", str(backend_port)) as line:
+        assert f"authorization service on 127.0.0.1:{authz_port}" in line
+        allowed = E.http_request(authz_port, "/check", headers={"authorization": "Bearer alice-token"})
+        assert allowed[0] == 200 and allowed[1]["x-auth-identity"] == "alice"
+        assert E.http_request(authz_port, "/check", headers={"authorization": "Bearer mallory-token"})[:3:2] == \
+            (403, b"mallory is suspended\n")
+        assert E.http_request(authz_port, "/check")[0] == 401
+        assert json.loads(E.http_request(backend_port, "/echo")[2])["path"] == "/echo"
 
 
 # -- the real Envoy -------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from pywasm_sdk.tooling import envoy as E
 from pywasm_sdk.tooling.envoy import Reply, Request
 
 from .conftest import EXAMPLES
-from .test_examples_helpers import example_services, local_envoy_config, reproduce_manifest
+from .test_examples_helpers import (example_services, local_envoy_config, reproduce_manifest,
+                                    services_script)
 
 MASKING = EXAMPLES / "payload_masking"
 ENV = {"INTERCEPTOR_CLUSTER": "interceptor", "INTERCEPTOR_API_KEY": "demo-key",
@@ -228,6 +229,22 @@ def test_istio_manifest_is_what_pywasm_manifests_makes(pywasm_build):
     assert env["INTERCEPTOR_API_KEY"]["valueFrom"] == "HOST"
     assert "pluginConfig" not in plugin["spec"]  # everything comes from the VM's environment
     assert "allow_on_headers_stop_iteration" not in json.dumps(plugin)
+
+
+def test_services_script_serves_what_the_readme_says():
+    masker_port, api_port = E.free_port(), E.free_port()
+    with services_script("payload_masking", "--interceptor-port", str(masker_port),
+                         "--api-port", str(api_port)) as line:
+        assert f"interceptor on 127.0.0.1:{masker_port}, customers API on 127.0.0.1:{api_port}" in line
+        status, headers, body = E.http_request(api_port, "/customers")
+        assert status == 200 and headers["content-type"] == "application/json"
+        auth = {"x-api-key": "demo-key", "authorization": "Basic ZGVtby1jbGllbnQ6ZGVtby1zZWNyZXQ=",
+                "x-masking-fields": "email", "x-masking-style": "full"}
+        status, _, masked = E.http_request(masker_port, "/v1/mask", method="POST", headers=auth, body=body)
+        assert status == 200 and json.loads(masked)[0]["email"] == "*" * len("customer1@example.com")
+        assert E.http_request(masker_port, "/v1/mask", method="POST", body=body)[0] == 401
+        assert E.http_request(masker_port, "/v1/mask", method="POST", headers=auth, body=b"<xml/>")[0] == 422
+        assert E.http_request(api_port, "/status.txt")[1]["content-type"] == "text/plain"
 
 
 # -- the real Envoy -------------------------------------------------------------------------------

@@ -12,8 +12,11 @@ from __future__ import annotations
 import importlib.util
 import io
 import shlex
+import signal
+import subprocess
 import sys
-from contextlib import redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -95,3 +98,24 @@ def reproduce_manifest(path: Path, wasm: Path) -> tuple[list[Any], list[Any]]:
     with redirect_stdout(out):
         assert main(argv) == 0, f"`pywasm {' '.join(argv)}` failed"
     return list(yaml.safe_load_all(path.read_text())), list(yaml.safe_load_all(out.getvalue()))
+
+
+@contextmanager
+def services_script(example: str, *args: str) -> Iterator[str]:
+    """``python examples/<example>/services.py ARGS`` as a reader runs it; yields its first line
+    (printed once it serves) and stops it with SIGTERM, which it must obey with status 0."""
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / example / "services.py"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line, f"services.py printed nothing: {proc.stderr.read() if proc.stderr else ''}"
+        yield line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            status = proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("services.py did not stop on SIGTERM") from None
+    assert status == 0, proc.stderr.read() if proc.stderr else status

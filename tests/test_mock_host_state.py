@@ -368,6 +368,26 @@ def test_local_response_after_response_headers_left_resets_the_stream():
     stream.complete()
 
 
+def test_a_reset_drops_the_body_envoy_held():
+    """What the client got of a reset response is what passed before the reset: the chunks
+    the plugin held (PAUSE) never leave."""
+    def on_response_body(host, ctx, size, eos):
+        if not eos:
+            return 0 if size == len(b"passed") else 1  # the first chunk passes, the rest is held
+        host.proxy_close_stream(StreamType.HTTP_RESPONSE)
+        return 1
+
+    host = scripted(on_response_body=on_response_body)
+    stream = host.http_stream()
+    stream.send_request_headers(REQUEST, end_of_stream=True)
+    stream.send_response_headers([(":status", "200")])
+    stream.send_response_body(b"passed")
+    stream.send_response_body(b" held")
+    assert stream.response_body == b"passed held"  # passed + what the plugin holds right now
+    stream.send_response_body(b" too", end_of_stream=True)
+    assert stream.reset == "wasm_close_stream" and stream.response_body == b"passed"
+
+
 def test_continue_and_close_stream_statuses():
     seen = {}
 
@@ -462,19 +482,24 @@ def test_http_call_answers_go_to_the_root_with_the_response_readable():
 
     host = scripted(on_request_headers=on_request_headers, on_http_call_response=on_http_call_response,
                     on_tick=on_tick, on_configure=on_configure)
-    for _ in range(3):
+    for _ in range(4):
         host.http_stream().send_request_headers(REQUEST)
-    ok, failed, slow = host.http_calls
+    ok, failed, slow, down = host.http_calls
     ok.respond(200, {"x-decision": "allow"}, b"yes", trailers=[("x-t", "1")])
     host.advance_time(1)
     failed.fail()
     slow.timeout()
+    down.connection_failure()
     root = host.root_context_id
     assert seen[0][:5] == (root, ok.token, 2, 3, 1)
     assert seen[0][5:8] == ((OK, b"200"), (OK, b"yes"), (OK, encode_pairs([(b"x-t", b"1")])))
     assert seen[1] == ("after", (NOT_FOUND, b""), (BAD_ARGUMENT, b""))
     assert seen[2][:5] == (root, failed.token, 0, 0, 0) and seen[2][8] == (OK, 11, b"reset")
     assert seen[3][2:6] == (3, 24, 0, (OK, b"504"))
+    # Envoy's own reply when nothing listens (checked against Envoy 1.40 in test_example_authz)
+    assert seen[4][2:7] == (3, 98, 0, (OK, b"503"), (OK, b"upstream connect error or disconnect/reset "
+                                                      b"before headers. reset reason: remote connection failure"))
+    assert (slow.state, down.state) == ("timed out", "refused")
     with pytest.raises(HostMisuseError, match="already answered"):
         ok.respond(200)
 

@@ -13,9 +13,8 @@ the identity header the plugin added is visible in the response.
 from __future__ import annotations
 
 import argparse
-import threading
 
-from pywasm_sdk.tooling.envoy import EchoUpstream, HttpService, Reply, Request
+from pywasm_sdk.tooling.envoy import EchoUpstream, HttpService, Reply, Request, wait_for_interrupt
 
 AUTHZ_PORT, BACKEND_PORT = 9001, 9000
 TOKENS = {"alice-token": "alice", "bob-token": "bob"}
@@ -48,10 +47,7 @@ def main() -> None:
     with authorization_service(args.authz_port, args.delay) as authz, EchoUpstream(port=args.backend_port):
         print(f"authorization service on 127.0.0.1:{authz.port} (tokens: {', '.join([*TOKENS, *REFUSED])}), "
               f"echo backend on 127.0.0.1:{args.backend_port}; Ctrl-C stops them", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+        wait_for_interrupt()
 
 
 if __name__ == "__main__":

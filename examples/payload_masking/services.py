@@ -21,9 +21,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import threading
 
-from pywasm_sdk.tooling.envoy import HttpService, Reply, Request
+from pywasm_sdk.tooling.envoy import HttpService, Reply, Request, wait_for_interrupt
 
 INTERCEPTOR_PORT, API_PORT = 9002, 9003
 API_KEY, CLIENT_ID, CLIENT_SECRET = "demo-key", "demo-client", "demo-secret"
@@ -98,10 +97,7 @@ def main() -> None:
     with interceptor(args.interceptor_port) as masker, customers_api(args.api_port) as customers:
         print(f"interceptor on 127.0.0.1:{masker.port}, customers API on 127.0.0.1:{customers.port}; "
               "Ctrl-C stops them", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+        wait_for_interrupt()
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import yaml
 __all__ = [
     "EchoUpstream", "Envoy", "EnvoyError", "HttpService", "Reply", "Request", "TcpServer",
     "envoy_binary", "free_port", "http_bootstrap", "http_request", "tcp_bootstrap", "to_yaml",
-    "validate_config",
+    "validate_config", "wait_for_interrupt",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -607,6 +607,22 @@ class TcpServer(_LoopbackServer):
     def __init__(self, banner: bytes = b"", host: str = LOOPBACK, port: int = 0) -> None:
         self.banner = banner
         super().__init__(host, port)
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM (main thread): for scripts that serve until stopped."""
+    import signal
+
+    def interrupt(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def http_request(port: int, path: str = "/", *, method: str = "GET",
