@@ -15,7 +15,7 @@ from pywasm_sdk.tooling.addresses import ensure_port_free
 from pywasm_sdk.tooling.run import DEFAULT_PORT
 
 from .conftest import EXAMPLES, REPO
-from .test_cli_helpers import RunningCli, processes_mentioning
+from .test_cli_helpers import RunningCli, processes_mentioning, write_module
 
 pytestmark = pytest.mark.envoy
 
@@ -89,3 +89,22 @@ def test_the_default_port_is_documented():
     assert DEFAULT_PORT == 10000
     assert f"127.0.0.1:{DEFAULT_PORT}" in (REPO / "README.md").read_text()
     assert f"default {DEFAULT_PORT}" in (REPO / "docs" / "workflow.md").read_text()
+
+
+def test_clusters_and_environment_of_a_run(tmp_path):
+    """--cluster and --env reach the configuration Envoy starts with (validated by Envoy)."""
+    from pywasm_sdk.tooling import run as R
+
+    wasm = write_module(tmp_path, "http")
+    clusters = R.extra_clusters({"authz": "localhost:9001"})
+    assert clusters == {"authz": ("127.0.0.1", 9001)}
+    config = R._bootstrap(wasm, b"{}", E.free_port(), ("127.0.0.1", 9000), False, clusters,
+                          {"MODE": "demo"}, ["HOME"])
+    names = [c["name"] for c in config["static_resources"]["clusters"]]
+    assert names == ["upstream", "authz"]
+    vm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "http_filters"][0]["typed_config"]["config"]["vm_config"]
+    assert vm["environment_variables"] == {"key_values": {"MODE": "demo"}, "host_env_keys": ["HOME"]}
+    E.validate_config(config)
+    tcp = R._bootstrap(wasm, b"", E.free_port(), ("127.0.0.1", 9000), True, clusters, {}, [])
+    assert [c["name"] for c in tcp["static_resources"]["clusters"]] == ["upstream", "authz"]
