@@ -74,23 +74,18 @@ def parse_config(raw: bytes) -> Config:
     if unknown:
         raise ConfigurationError(f"unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})")
     values = {}
-    for name, (default, _meaning) in FIELDS.items():
-        if name not in given:
-            if default is None:
-                raise ConfigurationError(f"field {name!r} is required: {FIELDS[name][1]}")
-            values[name] = default
-            continue
-        value = given[name]
+    for name, (default, meaning) in FIELDS.items():
+        value = given.get(name, default)
+        if value is None:
+            raise ConfigurationError(f"field {name!r} is required: {meaning}")
         if name == "timeout_ms":
-            if type(value) is not int or not 1 <= value <= 60000:
+            if type(value) is not int or not 1 <= value <= 60000:  # bool is an int: excluded
                 raise ConfigurationError(f"field 'timeout_ms': expected milliseconds from 1 to 60000, "
                                          f"got {json.dumps(value)}")
-        elif name == "authority" and value == "":
-            pass
-        else:
+        elif value != "" or name != "authority":  # an empty authority means the default
             value = _text(name, value, header=name.endswith("_header"))
-            if name == "path" and not value.startswith("/"):
-                raise ConfigurationError(f"field 'path': must start with '/', got {value!r}")
+        if name == "path" and not value.startswith("/"):
+            raise ConfigurationError(f"field 'path': must start with '/', got {value!r}")
         values[name] = value
     values["authority"] = values["authority"] or values["cluster"]
     return Config(values)
@@ -105,11 +100,11 @@ class Authenticate(HttpContext):
             log.error("authz: the check raised, answering 503:\n%s", traceback.format_exc())
             return self.answer(503, "authorization failed\n")
 
-    async def check(self):
+    async def check(self) -> Action:
         config = self.root.config
         credentials = self.request_headers.get(config.credentials_header)
         if not credentials:
-            return self.answer(401, "missing credentials\n", [("www-authenticate", config.challenge)])
+            return self.answer(401, "missing credentials\n", (("www-authenticate", config.challenge),))
         method = self.request_headers.get(":method", "")
         path = self.request_headers.get(":path", "")
         try:
@@ -135,7 +130,8 @@ class Authenticate(HttpContext):
         log.debug("authz: %s %s: allowed as %s", method, path, identity or "(no identity)")
         return Action.CONTINUE
 
-    def answer(self, status: int, body, headers=()) -> Action:
+    def answer(self, status: int, body: str | bytes, headers: tuple[tuple[str, str], ...] = ()) -> Action:
+        """Answer the request from the plugin (with the denied-by header) and stop it."""
         config = self.root.config
         self.send_local_response(status, body, [(config.denied_by_header, config.denied_by), *headers],
                                  details=f"authz_{status}")

@@ -22,6 +22,7 @@ response headers while it reads the body):
 import base64
 import os
 import traceback
+from collections.abc import Mapping
 
 from pywasm_sdk import (Action, ConfigurationError, HostCallError, HttpCallError, HttpContext,
                         RootContext, log, register)
@@ -43,7 +44,7 @@ SETTINGS = {
 class Settings:
     """The checked settings, from a mapping of environment variables."""
 
-    def __init__(self, environ) -> None:
+    def __init__(self, environ: Mapping[str, str]) -> None:
         values = {}
         for name, (default, meaning) in SETTINGS.items():
             value = environ.get(name, "").strip()
@@ -122,7 +123,7 @@ class MaskResponse(HttpContext):
             log.error("payload_masking: %s: masking raised:\n%s", self.path, traceback.format_exc())
             return self.withhold()
 
-    async def mask(self):
+    async def mask(self) -> Action:
         settings = self.root.settings
         body = self.response_body.read()
         if not body:
