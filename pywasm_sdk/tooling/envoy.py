@@ -550,13 +550,13 @@ class _ServiceHandler(_HttpHandler):
             headers["transfer-encoding"] = "chunked"
         elif "content-length" not in headers:
             headers["content-length"] = str(sum(len(p) for p in parts))
-        self.send_response(reply.status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-        with contextlib.suppress(OSError):  # the proxy may give up on a slow answer
+        with contextlib.suppress(OSError):  # the proxy may have given up on a slow answer
+            self.send_response(reply.status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command == "HEAD":
+                return
             for index, part in enumerate(parts):
                 if index and self.server.part_pause:
                     time.sleep(self.server.part_pause)
