@@ -130,6 +130,31 @@ def test_run_option_errors(argv, expected, capsys, tmp_path, monkeypatch):
     assert expected in fails(capsys, argv)
 
 
+_ADMIN = "admin: {address: {socket_address: {address: 127.0.0.1, port_value: 9901}}}\n"
+_WASM = ("static_resources:\n  listeners:\n  - name: l\n    address: {socket_address: {address: %s, port_value: 1}}\n"
+         "    filter_chains: [{filters: [{name: envoy.filters.network.wasm, typed_config: {config: {}}}]}]\n")
+
+
+@pytest.mark.parametrize("content, extra, expected", [
+    (None, [], "--envoy-config {path}: no such file"),
+    ("admin: [", [], "--envoy-config {path}: not YAML"),
+    (_ADMIN, [], "not an Envoy bootstrap (it has no static_resources)"),
+    ("static_resources: {}\n", [], "give Envoy an admin address"),
+    (_ADMIN + "static_resources: {listeners: []}\n", [], "no wasm filter (envoy.filters.http.wasm or "
+                                                          "envoy.filters.network.wasm) to load the plugin into"),
+    (_ADMIN + _WASM % "10.0.0.1", [], "config.static_resources.listeners[0].address is '10.0.0.1'; only IPv4 loopback"),
+    (_ADMIN + _WASM % "127.0.0.5", ["--port", "8000", "--tcp"], "--port, --type/--tcp: not with --envoy-config"),
+    (_ADMIN + _WASM % "127.0.0.5", ["--concurrency", "0"], "--concurrency 0: Envoy needs at least one worker"),
+], ids=["missing", "not-yaml", "not-bootstrap", "no-admin", "no-wasm-filter", "not-loopback", "port", "concurrency"])
+def test_run_envoy_config_errors_come_before_the_build(content, extra, expected, tmp_path, capsys):
+    (tmp_path / "plugin.py").write_text("from pywasm_sdk import register\nregister()\n")  # a 20 s build
+    path = tmp_path / "envoy.yaml"
+    if content is not None:
+        path.write_text(content)
+    err = fails(capsys, ["run", str(tmp_path), "--envoy-config", str(path), *extra])
+    assert expected.format(path=path) in err
+
+
 @pytest.mark.parametrize("extra, expected", [
     (["--url", "ftp://host/p.wasm"], "Istio fetches modules from oci://, http://, https://, file://"),
     (["--url", "https:///p.wasm"], "no host"),

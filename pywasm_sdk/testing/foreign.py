@@ -26,6 +26,7 @@ __all__ = ["KNOWN_FILTER_STATE_KEYS", "NOT_EMULATED", "call"]
 #: only these; a test adds more with ``filter_state_keys=``)
 KNOWN_FILTER_STATE_KEYS = frozenset({
     "envoy.tcp_proxy.cluster",
+    "envoy.tcp_proxy.disable_tunneling",
     "envoy.tcp_proxy.per_connection_idle_timeout_ms",
     "envoy.upstream.dynamic_host",
     "envoy.upstream.dynamic_port",

