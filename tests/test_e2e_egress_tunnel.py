@@ -1,6 +1,6 @@
 """examples/egress_tunnel in the real Envoy, served the way its README says: ``pywasm run
-examples/egress_tunnel --envoy-config examples/egress_tunnel/envoy.yaml`` with the helper
-services of ``examples/egress_tunnel/helpers.py``, on free ports.
+examples/egress_tunnel --envoy-config examples/egress_tunnel/envoy.yaml`` with the services of
+``examples/egress_tunnel/services.py``, on free ports.
 
 The CONNECT proxies are real servers on loopback: a tunnelled connection shows up at the chosen
 proxy as ``CONNECT <destination>``, a direct one at no proxy, and the bytes arrive intact both
@@ -10,7 +10,7 @@ destination the proxy cannot reach (502), a route naming a cluster Envoy does no
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
 import re
 import socket
@@ -24,7 +24,7 @@ from pywasm_sdk.tooling import envoy as E
 from pywasm_sdk.tooling.run import run
 
 from .conftest import EXAMPLES
-from .example_envoy import example_bootstrap, plugin_configs, plugin_json, set_plugin_json
+from .test_examples_helpers import example_services, local_envoy_config, services_script, wasm_plugin_configs
 
 pytestmark = pytest.mark.envoy
 
@@ -33,19 +33,12 @@ EXAMPLE = EXAMPLES / "egress_tunnel"
 PROXY_DOWN, REFUSED, UNREACHABLE, NO_CLUSTER = "127.0.0.20", "127.0.0.21", "127.0.0.22", "127.0.0.23"
 
 
-def load_helpers():
-    spec = importlib.util.spec_from_file_location("egress_tunnel_helpers", EXAMPLE / "helpers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class Served:
-    """What the fixture runs: the helpers, ``pywasm run`` in a thread, and what it printed."""
+    """What the fixture runs: the services, ``pywasm run`` in a thread, and what it printed."""
 
-    def __init__(self, helpers, port: int, admin_port: int) -> None:
-        self.helpers, self.port, self.admin_port = helpers, port, admin_port
-        self.proxies = helpers.proxies
+    def __init__(self, services, port: int, admin_port: int) -> None:
+        self.services, self.port, self.admin_port = services, port, admin_port
+        self.proxies = services.proxies
         self.output: list[str] = []
         self.stop = threading.Event()
         self.status: int | None = None
@@ -61,21 +54,32 @@ class Served:
             time.sleep(0.05)
 
 
+def example_config(wasm, port: int, admin_port: int, ports: dict[str, int]) -> dict:
+    """The example's envoy.yaml on the test's ports (``ports``: the clusters')."""
+    config = local_envoy_config("egress_tunnel", wasm, listeners={"egress": port}, admin_port=admin_port,
+                                clusters={name: ("127.0.0.1", p) for name, p in ports.items()})
+    plugin = wasm_plugin_configs(config)[0]
+    routes = json.loads(plugin["configuration"]["value"])
+    for route in routes["routes"]:
+        if route.get("port") == 10000:  # the listener's port in the file
+            route["port"] = port
+    plugin["configuration"] = E.any_value(json.dumps(routes))
+    return config
+
+
 @pytest.fixture(scope="module")
 def served(pywasm_build, tmp_path_factory):
     wasm = pywasm_build(EXAMPLE)  # the build `pywasm run` below finds in the cache
-    config, ports = example_bootstrap(EXAMPLE / "envoy.yaml", wasm)
-    port = ports[10000]
-    plugin = plugin_configs(config)[0]
-    routes = plugin_json(plugin)
-    for route in routes["routes"]:
-        if "port" in route:
-            route["port"] = ports[route["port"]]
+    port, admin_port = E.free_port(), E.free_port()
+    ports = {"direct": E.free_port(), "proxy-a": E.free_port(), "proxy-b": E.free_port()}
+    config = example_config(wasm, port, admin_port, ports)
+    plugin = wasm_plugin_configs(config)[0]
+    routes = json.loads(plugin["configuration"]["value"])
     routes["routes"] += [{"destination": PROXY_DOWN, "tunnel": "proxy-down"},
                          {"destination": REFUSED, "tunnel": "proxy-a"},
                          {"destination": UNREACHABLE, "tunnel": "proxy-a"},
                          {"destination": NO_CLUSTER, "tunnel": "no-such-cluster"}]
-    set_plugin_json(plugin, routes)
+    plugin["configuration"] = E.any_value(json.dumps(routes))
     listener = config["static_resources"]["listeners"][0]
     listener["additional_addresses"] += [{"address": {"socket_address": {"address": ip, "port_value": port}}}
                                          for ip in (PROXY_DOWN, REFUSED, UNREACHABLE, NO_CLUSTER)]
@@ -86,10 +90,11 @@ def served(pywasm_build, tmp_path_factory):
     path = tmp_path_factory.mktemp("egress_tunnel") / "envoy.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
-    helpers = load_helpers().Helpers(listen_port=port, direct_port=ports[10020],
-                                     proxy_ports={"proxy-a": ports[3128], "proxy-b": ports[3129]}).start()
-    helpers.proxies["proxy-a"].routes[f"{UNREACHABLE}:{port}"] = ("127.0.0.1", E.free_port())
-    state = Served(helpers, port, ports[9901])
+    services = example_services("egress_tunnel").Services(
+        listen_port=port, direct_port=ports["direct"],
+        proxy_ports={"proxy-a": ports["proxy-a"], "proxy-b": ports["proxy-b"]}).start()
+    services.proxies["proxy-a"].routes[f"{UNREACHABLE}:{port}"] = ("127.0.0.1", E.free_port())
+    state = Served(services, port, admin_port)
 
     def serve() -> None:
         state.status = run(str(EXAMPLE), envoy_config=path, out=state.output.append, stop=state.stop)
@@ -106,7 +111,7 @@ def served(pywasm_build, tmp_path_factory):
     finally:
         state.stop.set()
         thread.join(60)
-        helpers.stop()
+        services.stop()
     assert state.status == 0
 
 
@@ -170,10 +175,10 @@ def test_other_connections_go_direct_and_reach_no_proxy(served):
     (NO_CLUSTER, None, None),            # tcp_proxy has no such cluster
 ], ids=["proxy-down", "refused", "unreachable", "no-cluster"])
 def test_a_tunnel_that_fails_closes_the_connection_without_data(served, destination, proxy, status):
-    before, direct_before = tunnels(served), len(served.helpers.direct.peers)
+    before, direct_before = tunnels(served), len(served.services.direct.peers)
     received = exchange(served, "127.0.0.2", destination, b"secret\n")
     assert received == b""  # closed: nothing from anywhere
-    assert len(served.helpers.direct.peers) == direct_before  # and nothing went out directly
+    assert len(served.services.direct.peers) == direct_before  # and nothing went out directly
     after = tunnels(served)
     if proxy is None:
         assert after == before
@@ -194,9 +199,29 @@ def test_envoy_counts_the_failed_upstream_connections(served):
 
 
 def test_a_wrong_configuration_is_rejected_naming_the_field(pywasm_build):
-    config, _ = example_bootstrap(EXAMPLE / "envoy.yaml", pywasm_build(EXAMPLE))
-    set_plugin_json(plugin_configs(config)[0], {"routes": [{"destination": "127.0.0.300", "tunnel": "proxy-a"}]})
+    config = example_config(pywasm_build(EXAMPLE), E.free_port(), E.free_port(),
+                            {"direct": E.free_port(), "proxy-a": E.free_port(), "proxy-b": E.free_port()})
+    plugin = wasm_plugin_configs(config)[0]
+    plugin["configuration"] = E.any_value(json.dumps({"routes": [{"destination": "127.0.0.300", "tunnel": "p"}]}))
     with pytest.raises(E.EnvoyError) as failed:
         E.validate_config(config)  # compiles the module and runs on_configure, as a start would
     assert ("configuration rejected: routes[0].destination: '127.0.0.300' does not appear to be an "
             "IPv4 or IPv6 network") in str(failed.value)
+
+
+def test_services_script_serves_what_the_readme_says():
+    port, direct = E.free_port(), E.free_port()
+    proxy_a, proxy_b = E.free_port(), E.free_port()
+    with services_script("egress_tunnel", "--listen-port", str(port), "--proxy-a-port", str(proxy_a),
+                         "--proxy-b-port", str(proxy_b), "--direct-port", str(direct)) as line:
+        assert f"CONNECT proxies proxy-a on 127.0.0.1:{proxy_a}, proxy-b on 127.0.0.1:{proxy_b}" in line
+        with socket.create_connection(("127.0.0.1", proxy_b), timeout=10) as conn:
+            conn.sendall(f"CONNECT 127.0.0.11:{port} HTTP/1.1\r\n\r\nping\n".encode())
+            received = b""
+            while not received.endswith(b"ping\n"):
+                chunk = conn.recv(4096)
+                assert chunk, received
+                received += chunk
+        assert received == f"HTTP/1.1 200 Connection established\r\n\r\nhello from 127.0.0.11:{port}\nping\n".encode()
+        with socket.create_connection(("127.0.0.1", direct), timeout=10) as conn:
+            assert conn.recv(4096) == b"hello from the direct route (no proxy)\n"

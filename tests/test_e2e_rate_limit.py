@@ -9,6 +9,7 @@ one every 2 s) on one listener and per client IP (5 per minute) on another.
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import time
 
@@ -17,18 +18,30 @@ import pytest
 from pywasm_sdk.tooling import envoy as E
 
 from .conftest import EXAMPLES
-from .example_envoy import example_bootstrap, plugin_configs, set_plugin_json
+from .test_examples_helpers import local_envoy_config, wasm_plugin_configs
 
 pytestmark = pytest.mark.envoy
 
 EXAMPLE = EXAMPLES / "rate_limit"
 
 
+def example_config(wasm):
+    """The example's envoy.yaml on free ports; (config, port limited by key, port limited by IP)."""
+    api_port, ip_port, backend_port = E.free_port(), E.free_port(), E.free_port()
+    config = local_envoy_config("rate_limit", wasm, admin_port=E.free_port(),
+                                listeners={"by_api_key": api_port, "by_client_ip": ip_port, "backend": backend_port},
+                                clusters={"backend": ("127.0.0.1", backend_port)})
+    return config, api_port, ip_port
+
+
 @pytest.fixture(scope="module")
 def envoy(pywasm_build):
-    config, ports = example_bootstrap(EXAMPLE / "envoy.yaml", pywasm_build(EXAMPLE))
+    config, api_port, ip_port = example_config(pywasm_build(EXAMPLE))
+    for listener in config["static_resources"]["listeners"]:
+        # Envoy's default: one socket per worker, so the kernel spreads new connections over both
+        listener["enable_reuse_port"] = True
     proxy = E.Envoy(config, concurrency=2)
-    proxy.api_port, proxy.ip_port = ports[10000], ports[10002]
+    proxy.api_port, proxy.ip_port = api_port, ip_port
     with proxy:
         yield proxy
 
@@ -102,8 +115,9 @@ def test_counters_and_gauges_in_stats(envoy):
 
 
 def test_a_wrong_configuration_is_rejected_naming_the_field(pywasm_build):
-    config, _ = example_bootstrap(EXAMPLE / "envoy.yaml", pywasm_build(EXAMPLE))
-    set_plugin_json(plugin_configs(config)[0], {"key": "header", "header": "x-api-key", "max_tokens": 0})
+    config, _, _ = example_config(pywasm_build(EXAMPLE))
+    plugin = wasm_plugin_configs(config)[0]
+    plugin["configuration"] = E.any_value(json.dumps({"key": "header", "header": "x-api-key", "max_tokens": 0}))
     with pytest.raises(E.EnvoyError) as failed:
         E.validate_config(config)  # compiles the module and runs on_configure, as a start would
     assert "configuration rejected: max_tokens: expected a positive integer, got 0" in str(failed.value)

@@ -1,8 +1,8 @@
 """The Istio manifests shipped with examples/rate_limit and examples/egress_tunnel.
 
-Each ``istio/wasmplugin.yaml`` is what the ``pywasm manifests`` command in the example's README
-prints for the built module (run here, compared document by document), its ``pluginConfig`` is
-a configuration the plugin accepts, and egress_tunnel's ``istio/tunnels.yaml`` (the part a
+Each ``istio/wasmplugin.yaml`` is what the ``pywasm manifests`` command in its header prints for
+the built module (run here, compared document by document), its ``pluginConfig`` is a
+configuration the plugin accepts, and egress_tunnel's ``istio/tunnels.yaml`` (the part a
 WasmPlugin cannot express: the proxies' clusters and tcp_proxy's tunneling_config) is the
 tunnelling the real-Envoy test runs, in a form Envoy accepts.
 """
@@ -11,50 +11,26 @@ from __future__ import annotations
 
 import copy
 import json
-import re
-import shlex
-from pathlib import Path
 
 import pytest
 import yaml
 
 from pywasm_sdk.testing import MockHost
 from pywasm_sdk.tooling import envoy as E
-from pywasm_sdk.tooling.cli import main
 from pywasm_sdk.tooling.run import load_envoy_config
 
-from .conftest import EXAMPLES, REPO
+from .conftest import EXAMPLES
+from .test_examples_helpers import reproduce_manifest
 
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 
-def readme_command(example: Path) -> tuple[list[str], Path]:
-    """The ``pywasm manifests`` command of the example's README: its arguments after
-    ``pywasm``, and the file its output is redirected to."""
-    text = (example / "README.md").read_text()
-    match = re.search(r"^[ \t]*pywasm manifests (?:.*\\\n)*.*$", text, re.M)
-    assert match, f"{example / 'README.md'} shows no `pywasm manifests` command"
-    argv = shlex.split(match.group(0).replace("\\\n", " "))
-    assert argv[-2] == ">", "the README's command writes the manifest with `> FILE`"
-    return argv[1:-2], REPO / argv[-1]
-
-
-def reproduce(example: Path, wasm: Path, capsys) -> tuple[list, Path]:
-    argv, target = readme_command(example)
-    module = argv[1]
-    assert module.endswith(".wasm")
-    assert main([*argv[:1], str(wasm), *argv[2:]]) == 0, capsys.readouterr().err
-    return list(yaml.safe_load_all(capsys.readouterr().out)), target
-
-
 @pytest.mark.parametrize("name", ["rate_limit", "egress_tunnel"])
-def test_the_wasmplugin_is_what_pywasm_manifests_prints(name, pywasm_build, capsys):
+def test_the_wasmplugin_is_what_pywasm_manifests_prints(name, pywasm_build):
     example = EXAMPLES / name
-    printed, target = reproduce(example, pywasm_build(example), capsys)
-    assert target == example / "istio" / "wasmplugin.yaml"
-    assert printed == list(yaml.safe_load_all(target.read_text())), \
-        f"{target} is out of date: regenerate it with the command in {example / 'README.md'}"
-    (plugin,) = printed
+    shipped, made = reproduce_manifest(example / "istio" / "wasmplugin.yaml", pywasm_build(example))
+    assert shipped == made
+    (plugin,) = shipped
     assert plugin["kind"] == "WasmPlugin"
     assert plugin["spec"]["type"] == ("HTTP" if name == "rate_limit" else "NETWORK")
 

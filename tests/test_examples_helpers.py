@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from pywasm_sdk.tooling.cli import main
+from pywasm_sdk.tooling.run import wasm_filters
 
 from .conftest import EXAMPLES, REPO
 
@@ -49,7 +50,8 @@ def local_envoy_config(example: str, wasm: Path, *, listeners: dict[str, int], a
     """The example's ``envoy.yaml`` with the test's module, listener ports and cluster addresses.
 
     Every listener and cluster of the file must be given, so a change to the file's shape fails
-    here rather than sending the test's traffic somewhere unexpected.
+    here rather than sending the test's traffic somewhere unexpected. A listener's
+    ``additional_addresses`` keep their IPs and get its port.
     """
     text = (EXAMPLES / example / "envoy.yaml").read_text()
     shipped = f"/tmp/{example}.wasm"
@@ -60,6 +62,8 @@ def local_envoy_config(example: str, wasm: Path, *, listeners: dict[str, int], a
     assert {lst["name"] for lst in resources["listeners"]} == set(listeners)
     for listener in resources["listeners"]:
         _address(listener)["port_value"] = listeners[listener["name"]]
+        for extra in listener.get("additional_addresses", []):  # other IPs, the same port
+            _address(extra)["port_value"] = listeners[listener["name"]]
         listener["enable_reuse_port"] = False  # a taken port fails the start instead of being shared
     assert {c["name"] for c in resources["clusters"]} == set(clusters)
     for cluster in resources["clusters"]:
@@ -119,3 +123,9 @@ def services_script(example: str, *args: str) -> Iterator[str]:
             proc.wait()
             raise AssertionError("services.py did not stop on SIGTERM") from None
     assert status == 0, proc.stderr.read() if proc.stderr else status
+
+
+def wasm_plugin_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The PluginConfig of every wasm filter of a bootstrap, in document order (to read or change
+    its ``configuration``)."""
+    return [entry["typed_config"]["config"] for entry in wasm_filters(config)]

@@ -675,6 +675,8 @@ class _ConnectHandler(socketserver.BaseRequestHandler):
         self.server.tunnels.append(tunnel)
         try:
             target = self._open(tunnel)
+            if self.server.on_tunnel is not None:
+                self.server.on_tunnel(tunnel)
             if target is None:
                 conn.sendall(b"HTTP/1.1 " + self._REPLIES[tunnel.status] + b"\r\ncontent-length: 0\r\n\r\n")
                 return
@@ -736,14 +738,17 @@ class ConnectProxy(_LoopbackServer):
     ``routes`` maps the authorities it serves (``"127.0.0.10:443"``) to the loopback address it
     connects to for them: the test decides what "the destination" is. An authority it does not
     serve is answered 403, one it cannot reach 502, another method 405. ``tunnels`` records
-    every request in arrival order (see :class:`Tunnel`).
+    every request in arrival order (see :class:`Tunnel`); ``on_tunnel(tunnel)``, when given, is
+    called with each once the proxy decided its answer (from the connection's thread).
     """
 
     handler = _ConnectHandler
 
-    def __init__(self, routes: dict[str, Address] | None = None, host: str = LOOPBACK, port: int = 0) -> None:
+    def __init__(self, routes: dict[str, Address] | None = None, host: str = LOOPBACK, port: int = 0, *,
+                 on_tunnel: Callable[[Tunnel], None] | None = None) -> None:
         self.routes: dict[str, Address] = dict(routes or {})
         self.tunnels: list[Tunnel] = []
+        self.on_tunnel = on_tunnel
         super().__init__(host, port)
 
     def track(self, sock: socket.socket) -> None:
