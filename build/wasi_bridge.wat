@@ -15,11 +15,9 @@
   (import "wasi_snapshot_preview1" "clock_time_get" (func $clock_time_get (param i32 i64 i32) (result i32)))
   (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))
   (import "fused" "malloc" (func $malloc (param i32) (result i32)))
   (import "fused" "free" (func $free (param i32)))
-  (memory 0)
+  (import "fused" "memory" (memory 0))
 
   ;; 16 bytes of scratch for out-parameters, allocated on first use (nothing here re-enters).
   (global $scratch (mut i32) (i32.const 0))
@@ -137,21 +135,4 @@
         (param $ret i32)
     (i32.store (local.get $ret) (i32.const 0))
     (i32.store offset=4 (local.get $ret) (i32.const 0)))
-
-  ;; pywasm-environ: func() -> tuple<u32 status, list<u8>> (the SDK's own import, declared in
-  ;; abi/proxy_wasm.yaml sdk_imports):
-  ;; Envoy's vm_config.environment_variables as "K=V\0" entries, for the SDK to put in os.environ
-  ;; (the interpreter read its environment at build time, before any proxy existed).
-  (func (export "pywasm-environ") (param $ret i32)
-    (local $count i32) (local $size i32) (local $pointers i32) (local $data i32)
-    (drop (call $environ_sizes_get (call $scratch) (i32.add (call $scratch) (i32.const 4))))
-    (local.set $count (i32.load (call $scratch)))
-    (local.set $size (i32.load offset=4 (call $scratch)))
-    (local.set $pointers (call $malloc (i32.shl (local.get $count) (i32.const 2))))
-    (local.set $data (call $malloc (local.get $size)))
-    (drop (call $environ_get (local.get $pointers) (local.get $data)))
-    (call $free (local.get $pointers))
-    (i32.store (local.get $ret) (i32.const 0))
-    (i32.store offset=4 (local.get $ret) (local.get $data))
-    (i32.store offset=8 (local.get $ret) (local.get $size)))
 )

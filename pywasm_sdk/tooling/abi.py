@@ -189,20 +189,19 @@ WORLD_PACKAGE = "pywasm:proxy"
 WORLD_NAME = "plugin"
 
 
-def wit_world(abi: Abi | None = None) -> str:
-    """The WIT world every plugin is componentized against: all hostcalls and all callbacks.
+#: the one export of the world; componentize-py needs one, nothing ever calls it
+UNUSED_EXPORT = "pywasm-unused"
 
-    Which callbacks a module finally exports is decided by the linker, so the component (and
-    componentize-py's generated code) is the same for every plugin.
+
+def wit_world() -> str:
+    """The WIT world every plugin is componentized against: no imports, one unused export.
+
+    The component is only the vehicle of the pre-initialised interpreter: the linker adds the
+    proxy-wasm imports and exports itself (the bridge, see :mod:`.bridge`), so componentize-py
+    generates no bindings and its runtime is never on the path of a hostcall or a callback.
     """
-    abi = abi or load()
-    lines = [f"package {WORLD_PACKAGE};", "", f"world {WORLD_NAME} {{"]
-    lines += [f"  {c.wit()}" for c in abi.hostcalls.values()]
-    lines += [f"  {c.wit()}" for c in abi.sdk_imports.values()]
-    lines.append("")
-    lines += [f"  {c.wit()}" for c in abi.callbacks.values()]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return (f"package {WORLD_PACKAGE};\n\nworld {WORLD_NAME} {{\n"
+            f"  export {UNUSED_EXPORT}: func();\n}}\n")
 
 
 def runtime_module_source(abi: Abi | None = None) -> str:

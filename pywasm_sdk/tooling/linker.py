@@ -1,32 +1,49 @@
-"""Turn meld's fused core module into a proxy-wasm 0.2.1 module.
+"""Turn meld's fused core module into a proxy-wasm 0.2.1 module, at the binary level.
 
-What meld gives us: one core module in which every import of the component (our hostcalls,
-and the WASI functions componentize-py stubbed out) is plugged into one slot of a table of
-imports, reached through small trampolines, plus hundreds of exports nobody needs.
+What meld gives us: one core module holding CPython 3.14, pre-initialised with the plugin
+imported (its linear memory is the snapshot), componentize-py's runtime, and hundreds of
+exports nobody needs. The plugin's WIT world has no imports and one unused export: the
+component is only a way to get that snapshot.
 
 What Envoy needs: ``env.proxy_*`` imports with proxy-wasm's signatures, a few WASI preview-1
-imports, and exports ``memory``, ``proxy_abi_version_0_2_1``, ``proxy_on_memory_allocate`` and
-the ``proxy_on_*`` callbacks the plugin uses, each followed by its canonical-ABI post-return.
+imports, and the exports ``memory``, ``proxy_abi_version_0_2_1``, ``proxy_on_memory_allocate``
+and the ``proxy_on_*`` callbacks the plugin uses.
 
-How: the module is edited as text (see :mod:`.wat`). Adapter modules written in WAT (generated
-from the ABI for hostcalls and callbacks, and ``build/wasi_bridge.wat`` for WASI) are merged in;
-each adapter export names either an import slot it takes over or a module export it provides.
-Hostcalls whose lowered signature already is proxy-wasm's are only renamed. Finally everything
-nothing can reach any more (interpreter start-up, pre-initialisation entry points, the stubs and
-imports that were replaced) is removed.
+How (each step is one function below):
+
+1. merge the bridge (:mod:`.bridge`: callbacks into Python, raw hostcalls as builtin functions)
+   and ``build/wasi_bridge.wat`` (the WASI 0.2 calls CPython still makes, onto the WASI
+   preview-1 functions every Envoy has) into the module: their imports from ``fused`` resolve to
+   the module's exports by name, with their types checked;
+2. put the raw hostcalls in the function table and write their ``PyMethodDef`` records into the
+   anchor (:mod:`.snapshot`);
+3. keep what the exports and the function tables reach and drop the rest (interpreter start-up,
+   the component's glue, the trapping WASI stubs that were replaced), renumbering every index;
+4. zero the snapshot's freed heap blocks and write the memory back as packed data segments.
+
+A module of a shape this linker does not know ends the build with a :class:`LinkError` that says
+what it expected.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from .. import _bridge
 from . import abi as abi_mod
-from . import resources
-from .wat import ID, Item, Module, rename_ids
+from . import bridge, resources, snapshot, wasm_code
+from .wasm_module import Elem, Export, Global, Import, Module, const_i32, function_names, name_section
+from .wat import wasm_tools
 
-FUSED = "fused"  # adapter imports from this module name functions of the fused module
-REALLOC = "#realloc"  # ... and this name the realloc the canonical ABI lowers lists with
+__all__ = ["LinkError", "LinkReport", "link"]
+
+FUSED = "fused"  # adapter imports from this module name exports of the fused module
+CONSTANTS = "pywasm"  # ... and from this one, constants the linker computes
+_IMPORT_TABLE = "$imports"  # wit-component's table of the component's imports (WASI stubs)
+_FUNCTION_TABLE = "__indirect_function_table"  # C function pointers
+_METH_FASTCALL = 0x0080
+_ARITY_MESSAGE = b"pywasm: a raw hostcall was called with the wrong number of arguments\0"
+_KIND_FUNC, _KIND_TABLE, _KIND_MEMORY, _KIND_GLOBAL = 0, 1, 2, 3
 
 
 class LinkError(RuntimeError):
@@ -35,244 +52,294 @@ class LinkError(RuntimeError):
 
 @dataclass
 class LinkReport:
-    bridged: list[str] = field(default_factory=list)  # import slots taken over by adapters
-    renamed: list[str] = field(default_factory=list)  # hostcalls plugged in directly
+    bridged: list[str] = field(default_factory=list)  # WASI import slots taken over
     exports: list[str] = field(default_factory=list)
+    raw_hostcalls: int = 0
     removed_functions: int = 0
+    functions: int = 0
+    zeroed_bytes: int = 0
+    data_segments: int = 0
 
 
-# -- adapters generated from the ABI -------------------------------------------------------
-
-def _params(types: list[str], names: list[str]) -> str:
-    return " ".join(f"(param ${n} {t})" for n, t in zip(names, types))
-
-
-def hostcall_adapters(abi: abi_mod.Abi) -> str:
-    """WAT for every hostcall with outputs: pass the host pointers into the return area.
-
-    The outputs are zeroed first so that a failed call (the host writes nothing) reads back
-    as zeros and an empty list, never as whatever was on the stack.
-    """
-    out = ["(module"]
-    for call in abi.hostcalls.values():
-        if call.direct:
-            continue
-        core_params, _ = call.core_signature()
-        out.append(f'  (import "env" "{call.name}" (func ${call.name} '
-                   f'{_params(core_params, [f"p{i}" for i in range(len(core_params))])} (result i32)))')
-    for call in abi.hostcalls.values():
-        if call.direct:
-            continue
-        lowered, _ = call.lowered_signature()
-        names = [f"a{i}" for i in range(len(lowered) - 1)] + ["ret"]
-        zero, pointers = [], []
-        for out_param, offset in abi_mod.result_layout(call):
-            words = [offset, offset + 4] if out_param.type == "bytes" else [offset]
-            store = "i64.store" if out_param.type == "u64" else "i32.store"
-            const = "i64.const" if out_param.type == "u64" else "i32.const"
-            for w in words:
-                zero.append(f"    ({store} offset={w} (local.get $ret) ({const} 0))")
-                pointers.append(f"(i32.add (local.get $ret) (i32.const {w}))")
-        args = " ".join(f"(local.get ${n})" for n in names[:-1])
-        out.append(f'  (func (export "{call.wit_name}") {_params(lowered, names)}')
-        out += zero
-        out.append(f"    (i32.store (local.get $ret) (call ${call.name} {args} {' '.join(pointers)})))")
-    out.append(")")
-    return "\n".join(out) + "\n"
+# A function reference while modules are merged: ("fused", index), ("host", (module, name)),
+# or ("added", index in the list of added functions).
+Ref = tuple[str, object]
 
 
-def module_exports(abi: abi_mod.Abi, callbacks: list[str]) -> str:
-    """WAT for the exports Envoy looks for: the ABI marker, the allocator and the callbacks.
+@dataclass
+class _Added:
+    """A function merged in from an adapter module, with how its indices translate."""
 
-    Each callback runs the component's export and then its ``cabi_post_*`` function, which the
-    canonical ABI requires after every call (componentize-py releases per-call state there).
-    """
-    out = ["(module",
-           f'  (import "{FUSED}" "{REALLOC}" (func $realloc (param i32 i32 i32 i32) (result i32)))']
-    for name in callbacks:
-        cb = abi.callbacks[name]
-        params, results = cb.core_signature()
-        res = " (result i32)" if results else ""
-        out.append(f'  (import "{FUSED}" "{cb.wit_name}" (func $cb.{name} {_params(params, [f"p{i}" for i in range(len(params))])}{res}))')
-        out.append(f'  (import "{FUSED}" "cabi_post_{cb.wit_name}" (func $post.{name}{" (param i32)" if results else ""}))')
-    out.append(f'  (func (export "{abi.marker}"))')
-    out.append(f'  (func (export "{abi.allocator_export}") (param $size i32) (result i32)')
-    out.append("    (call $realloc (i32.const 0) (i32.const 0) (i32.const 1) (local.get $size)))")
-    for name in callbacks:
-        cb = abi.callbacks[name]
-        params, results = cb.core_signature()
-        names = [f"p{i}" for i in range(len(params))]
-        args = " ".join(f"(local.get ${n})" for n in names)
-        if results:
-            out.append(f'  (func (export "{name}") {_params(params, names)} (result i32) (local $r i32)')
-            out.append(f"    (local.set $r (call $cb.{name} {args}))")
-            out.append(f"    (call $post.{name} (local.get $r))")
-            out.append("    (local.get $r))")
-        else:
-            out.append(f'  (func (export "{name}") {_params(params, names)}')
-            out.append(f"    (call $cb.{name} {args})")
-            out.append(f"    (call $post.{name}))")
-    out.append(")")
-    return "\n".join(out) + "\n"
+    type: int
+    body: bytes
+    funcs: list[Ref]  # the adapter's function index space
+    globals_: list[int]  # the adapter's global index space -> the module's
+    types: list[int]  # the adapter's type index space -> the module's
 
 
-# -- the link ------------------------------------------------------------------------------
+class _Linker:
+    def __init__(self, fused: bytes, abi: abi_mod.Abi) -> None:
+        try:
+            self.mod = Module.parse(fused)
+        except ValueError as exc:
+            raise LinkError(f"the fused module cannot be read: {exc}") from exc
+        self.abi = abi
+        if self.mod.imports:
+            names = ", ".join(f"{i.module}.{i.name}" for i in self.mod.imports[:5])
+            raise LinkError(f"the fused module has imports ({names}); the plugin's WIT world must "
+                            "have none (componentize-py or the world changed?)")
+        if self.mod.start is not None:
+            raise LinkError("the fused module has a start function; it would re-run initialisation")
+        self.names = function_names(self.mod)
+        if not self.names:
+            raise LinkError("the fused module has no function names (meld must run with --preserve-names)")
+        self.host: dict[tuple[str, str], int] = {}  # (module, name) -> type index of new imports
+        self.added: list[_Added] = []
+        self.constants: dict[str, int] = {}
+        self.report = LinkReport()
 
-_SIG_PARAM = re.compile(r"\(param(?: " + ID + r")? (\w+)\)")
-_SIG_RESULT = re.compile(r"\(result ([\w ]+)\)")
-_TYPE_USE = re.compile(r" \(type " + ID + r"\)")
-_ELEM = re.compile(r"^(  \(elem " + ID + r"(?: \(;\d+;\))? \(table (" + ID + r")\) \(i32\.const (\d+)\) func)((?:\s+" + ID + r")*)\)\s*$", re.S)
+    # -- finding things in the fused module ------------------------------------------------
+    def export(self, name: str, kind: int) -> int:
+        found = [e for e in self.mod.exports if e.name == name and e.kind == kind]
+        if len(found) != 1:
+            what = {0: "function", 1: "table", 2: "memory", 3: "global"}[kind]
+            raise LinkError(f"the fused module exports {len(found)} {what}s named {name!r}, expected one")
+        return found[0].index
 
-
-def _signature(item_text: str) -> tuple[list[str], list[str]]:
-    head = item_text.split("\n", 1)[0]
-    results = [t for r in _SIG_RESULT.findall(head) for t in r.split()]
-    return _SIG_PARAM.findall(head), results
-
-
-class _Slots:
-    """The table of imports: which function fills which slot, and the slot of each import."""
-
-    def __init__(self, mod: Module) -> None:
-        exported = mod.exports().get("$imports")
-        if not exported or exported[0] != "table":
-            raise LinkError("the fused module exports no `$imports` table (meld/componentize-py changed?)")
-        self.table = exported[1]
-        first_table = next(mod.of_kind("table")).id
-        self.segments: list[tuple[Item, int, list[str]]] = []
-        for item in mod.of_kind("elem"):
-            m = _ELEM.match(item.text)
-            if m and m.group(2) == self.table:
-                self.segments.append((item, int(m.group(3)), re.findall(ID, m.group(4))))
-        if not self.segments:
-            raise LinkError(f"no element segment fills the import table {self.table}")
-        self.by_key: dict[str, int] = {}
-        for item in mod.of_kind("func"):
-            hit = item.trampoline_slot()
-            if hit and (hit[1] or first_table) == self.table:
-                self.by_key.setdefault(_plain(item.id), hit[0])
-        imports = {i.id: i.import_ for i in mod.of_kind("import")}
-        for _, offset, funcs in self.segments:
-            for n, ident in enumerate(funcs):
-                if imports.get(ident):
-                    self.by_key[imports[ident][0]] = offset + n
-
-    def set(self, slot: int, ident: str) -> None:
-        for n, (item, offset, funcs) in enumerate(self.segments):
-            if offset <= slot < offset + len(funcs):
-                funcs[slot - offset] = ident
-                head = _ELEM.match(item.text).group(1)
-                item.text = head + " " + " ".join(funcs) + ")\n"
-                return
-        raise LinkError(f"import slot {slot} is not filled by any element segment")
-
-
-def _plain(ident: str) -> str:
-    return ident[2:-1] if ident.startswith('$"') else ident[1:]
-
-
-def _merge(mod: Module, adapter: Module, prefix: str, fused: dict[str, str]) -> list[tuple[str, str, str]]:
-    """Copy an adapter module's imports, globals and functions into mod under fresh ids.
-
-    Imports from FUSED become references to the fused module's functions; other imports are
-    shared with an identical import mod already has. Returns the adapter's exports as
-    (name, kind, id in mod).
-    """
-    existing = {i.import_[:2]: i.id for i in mod.of_kind("import") if i.import_}
-    mapping: dict[str, str] = {}
-    new_imports, new_globals, new_funcs = [], [], []
-    for item in adapter.items:
-        if item.kind == "import":
-            module, name, kind, ident = item.import_  # type: ignore[misc]
-            if module == FUSED:
-                if name not in fused:
-                    raise LinkError(f"the fused module has no function {name!r} (needed by {prefix})")
-                mapping[ident] = fused[name]
-            elif (module, name) in existing:
-                mapping[ident] = existing[(module, name)]
+    # -- merging adapter modules ----------------------------------------------------------
+    def merge(self, source: str, label: str) -> list[tuple[str, int, Ref | int]]:
+        """Merge an adapter (WAT text); return its exports as (name, kind, ref or index)."""
+        try:
+            adapter = Module.parse(wasm_tools("parse", "-", stdin=source.encode()))
+        except Exception as exc:  # wasm-tools' message says what is wrong in the text
+            raise LinkError(f"{label}: {exc}") from exc
+        if adapter.elems or adapter.datas or adapter.tables or adapter.memories or adapter.start is not None:
+            raise LinkError(f"{label}: adapters may not define memories, tables, element or data "
+                            "segments (import the memory from 'fused')")
+        types = [self.mod.type_index(p, r) for p, r in adapter.types]
+        funcs: list[Ref] = []
+        globals_: list[int] = []
+        for imp in adapter.imports:
+            where = f"{label}: import {imp.module}.{imp.name}"
+            if imp.kind == _KIND_FUNC:
+                want = adapter.types[imp.desc]  # type: ignore[index]
+                if imp.module == FUSED:
+                    index = self.export(imp.name, _KIND_FUNC)
+                    if self.mod.function_type(index) != want:
+                        raise LinkError(f"{where}: the fused module's function has another type")
+                    funcs.append(("fused", index))
+                else:
+                    key = (imp.module, imp.name)
+                    type_index = self.mod.type_index(*want)
+                    if self.host.setdefault(key, type_index) != type_index:
+                        raise LinkError(f"{where}: imported twice with different types")
+                    funcs.append(("host", key))
+            elif imp.kind == _KIND_GLOBAL:
+                if imp.module == FUSED:
+                    index = self.export(imp.name, _KIND_GLOBAL)
+                    g = self.mod.globals[index]
+                    if bytes([g.valtype, int(g.mutable)]) != imp.desc:
+                        raise LinkError(f"{where}: the fused module's global has another type")
+                    globals_.append(index)
+                elif imp.module == CONSTANTS:
+                    if imp.name not in self.constants or imp.desc != b"\x7f\x00":
+                        raise LinkError(f"{where}: not a constant the linker provides")
+                    self.mod.globals.append(Global(0x7F, False, const_i32(self.constants[imp.name])))
+                    globals_.append(len(self.mod.globals) - 1)
+                else:
+                    raise LinkError(f"{where}: globals come from {FUSED!r} or {CONSTANTS!r} only")
+            elif imp.kind == _KIND_MEMORY and imp.module == FUSED:
+                continue  # the one memory
             else:
-                mapping[ident] = f"${prefix}/{_plain(ident)}"
-                new_imports.append(item)
-        elif item.kind in ("func", "global"):
-            mapping[item.id] = f"${prefix}/{_plain(item.id)}"
-            (new_funcs if item.kind == "func" else new_globals).append(item)
-        elif item.kind not in ("type", "export", "memory") and not item.kind.startswith("@"):
-            raise LinkError(f"adapter {prefix}: unsupported field {item.kind}")
-    for item in new_imports + new_globals + new_funcs:
-        if "call_indirect" in item.text:
-            raise LinkError(f"adapter {prefix}: call_indirect would need the adapter's types")
-        head, sep, rest = item.text.partition("\n")
-        item.text = rename_ids(_TYPE_USE.sub("", head, count=1) + sep + rest, mapping)
-        item.id = mapping[item.id]
-    mod.insert_after_last("import", new_imports)
-    mod.insert_after_last("global", new_globals)
-    mod.insert_after_last("func", new_funcs)
-    return [(name, kind, mapping[ident]) for name, kind, ident in
-            (i.export for i in adapter.of_kind("export"))]
+                raise LinkError(f"{where}: unsupported import")
+        for g in adapter.globals:
+            self.mod.globals.append(g)
+            globals_.append(len(self.mod.globals) - 1)
+        first = len(self.added)
+        for n in range(len(adapter.functions)):
+            funcs.append(("added", first + n))
+        for n, (type_index, body) in enumerate(zip(adapter.functions, adapter.codes)):
+            self.added.append(_Added(types[type_index], body, funcs, globals_, types))
+        return [(e.name, e.kind, funcs[e.index] if e.kind == _KIND_FUNC else e.index)
+                for e in adapter.exports]
+
+    # -- the steps --------------------------------------------------------------------------
+    def link(self, callbacks: list[str], keep_names: bool) -> bytes:
+        memory = snapshot.Memory(self.mod.datas)
+        anchor = snapshot.Anchor.find(memory, bytes.fromhex(_bridge.MAGIC_HEX), _bridge.ANCHOR_FORMAT,
+                                      len(self.abi.callbacks))
+        raw = bridge.raw_names(self.abi)
+        if anchor.raw_count != len(raw):
+            raise LinkError(f"the anchor lists {anchor.raw_count} raw hostcalls, the ABI has {len(raw)}")
+        entries = dict(zip(self.abi.callbacks, anchor.entries))
+        missing = [name for name in callbacks if not entries.get(name)]
+        if missing:
+            raise LinkError(f"the snapshot has no Python entry for {', '.join(missing)}")
+        defs, arity_message = self._method_records(memory, anchor, raw)
+        self.constants = {"bind": anchor.bind, "raw_defs": defs, "raw_count": len(raw),
+                          "arity_message": arity_message,
+                          **{f"{bridge.ENTRY_IMPORT_PREFIX}{n}": entries[n] for n in callbacks}}
+
+        module_exports: list[tuple[str, int, Ref | int]] = []
+        raw_refs: dict[str, Ref] = {}
+        for name, kind, ref in self.merge(bridge.bridge_source(self.abi, callbacks), "bridge"):
+            if name.startswith(bridge.RAW_EXPORT_PREFIX):
+                raw_refs[name[len(bridge.RAW_EXPORT_PREFIX):]] = ref  # type: ignore[assignment]
+            else:
+                module_exports.append((name, kind, ref))
+        if sorted(raw_refs) != sorted(raw):
+            raise LinkError("the bridge does not define every raw hostcall")
+        self._bridge_wasi()
+        slots = self._place_raw_functions(memory, [raw_refs[n] for n in raw], defs)
+        module_exports.append((self.abi.memory_export, _KIND_MEMORY, self.export("memory", _KIND_MEMORY)))
+        self.report.raw_hostcalls = len(slots)
+        self.report.exports = [name for name, _, _ in module_exports]
+
+        wasm_mod = self._renumber(module_exports, keep_names)
+        heap_base = self.mod.global_initial(self.export("__heap_base", _KIND_GLOBAL))
+        if heap_base is None:
+            raise LinkError("__heap_base is not a constant")
+        self.report.zeroed_bytes = snapshot.zero_free(memory, snapshot.free_chunks(memory, heap_base))
+        wasm_mod.datas = snapshot.pack(memory)
+        self.report.data_segments = len(wasm_mod.datas)
+        return wasm_mod.encode()
+
+    def _method_records(self, memory: snapshot.Memory, anchor: snapshot.Anchor,
+                        raw: list[str]) -> tuple[int, int]:
+        """Lay out PyMethodDef[len(raw)] and the C strings they name in the anchor's area."""
+        defs = anchor.area
+        strings = defs + 16 * len(raw)
+        blob = bytearray()
+        name_at = []
+        for name in raw:
+            name_at.append(strings + len(blob))
+            blob += name.encode() + b"\0"
+        arity_message = strings + len(blob)
+        blob += _ARITY_MESSAGE
+        if strings + len(blob) > anchor.area + anchor.area_size:
+            raise LinkError(f"the anchor's area ({anchor.area_size} bytes) is too small")
+        memory.bytes[strings:strings + len(blob)] = blob
+        for n, at in enumerate(name_at):  # ml_meth is written once the slots are known
+            memory.write_u32(defs + 16 * n, at)
+            memory.write_u32(defs + 16 * n + 8, _METH_FASTCALL)
+            memory.write_u32(defs + 16 * n + 12, 0)
+        return defs, arity_message
+
+    def _place_raw_functions(self, memory: snapshot.Memory, refs: list[Ref], defs: int) -> list[int]:
+        """Give each raw hostcall a slot in the C function table; write it into its record."""
+        table = self.export(_FUNCTION_TABLE, _KIND_TABLE)
+        reftype, lo, hi = self.mod.tables[table]
+        base = lo
+        self.mod.tables[table] = (reftype, lo + len(refs), None if hi is None else hi + len(refs))
+        self._raw_elem = (table, base, refs)
+        for n in range(len(refs)):
+            memory.write_u32(defs + 16 * n + 4, base + n)
+        return list(range(base, base + len(refs)))
+
+    def _bridge_wasi(self) -> None:
+        """Plug build/wasi_bridge.wat's functions into the import table's slots."""
+        table = self.export(_IMPORT_TABLE, _KIND_TABLE)
+        slot_of: dict[str, int] = {}
+        for index, name in self.names.items():
+            if name.startswith("__wasm_import_") or "::wit_import" in name:
+                hit = wasm_code.trampoline_slot(self.mod.codes[index])
+                if hit and hit[1] == table:
+                    slot_of[name] = hit[0]
+        segments = [e for e in self.mod.elems if e.mode == "active" and e.table == table]
+        self._wasi_slots: dict[int, Ref] = {}
+        text = (resources.build_dir() / "wasi_bridge.wat").read_text()
+        for name, kind, ref in self.merge(text, "wasi bridge"):
+            if kind == _KIND_FUNC and name in slot_of:
+                self._wasi_slots[slot_of[name]] = ref  # type: ignore[assignment]
+                self.report.bridged.append(name)
+        covered = {s + i for e in segments for s in [e.offset_value or 0] for i in range(len(e.items))}
+        if not set(self._wasi_slots) <= covered:
+            raise LinkError("a WASI import slot is not filled by any element segment")
+        self._import_table = table
+
+    # -- renumbering -------------------------------------------------------------------------
+    def _renumber(self, module_exports: list[tuple[str, int, Ref | int]], keep_names: bool) -> Module:
+        mod = self.mod
+        host_keys = list(self.host)
+        n_host, n_fused = len(host_keys), len(mod.functions)
+        host_index = {key: n for n, key in enumerate(host_keys)}
+
+        def pre(ref: Ref) -> int:  # index before dead code is removed
+            kind, value = ref
+            if kind == "fused":
+                return n_host + value  # type: ignore[operator]
+            if kind == "host":
+                return host_index[value]  # type: ignore[index]
+            return n_host + n_fused + value  # type: ignore[operator]
+
+        # element segments, with the replaced WASI slots and the raw hostcalls
+        elems: list[Elem] = []
+        for e in mod.elems:
+            items: list[int | None] = [None if i is None else n_host + i for i in e.items]
+            if e.mode == "active" and e.table == self._import_table:
+                base = e.offset_value or 0
+                for slot, ref in self._wasi_slots.items():
+                    if base <= slot < base + len(items):
+                        items[slot - base] = pre(ref)
+            elems.append(Elem(e.mode, e.table, e.offset, items))
+        table, base, raw = self._raw_elem
+        elems.append(Elem("active", table, const_i32(base), [pre(r) for r in raw]))
+
+        # what is reached from the exports and the tables
+        total = n_host + n_fused + len(self.added)
+        calls: list[list[int]] = [[] for _ in range(total)]
+        for i, body in enumerate(mod.codes):
+            f = wasm_code.facts(body)
+            calls[n_host + i] = [n_host + c for c in f.calls + f.ref_funcs]
+        for n, a in enumerate(self.added):
+            f = wasm_code.facts(a.body)
+            calls[n_host + n_fused + n] = [pre(a.funcs[c]) for c in f.calls + f.ref_funcs]
+        roots = [pre(r) for _, kind, r in module_exports if kind == _KIND_FUNC]  # type: ignore[arg-type]
+        roots += [i for e in elems for i in e.items if i is not None]
+        live = [False] * total
+        todo = roots
+        while todo:
+            i = todo.pop()
+            if not live[i]:
+                live[i] = True
+                todo.extend(calls[i])
+        for i in range(n_host):
+            if not live[i]:
+                raise LinkError(f"import {host_keys[i][0]}.{host_keys[i][1]} is never used")
+        final = [0] * total
+        count = 0
+        for i in range(total):
+            if live[i]:
+                final[i] = count
+                count += 1
+        self.report.removed_functions = total - count - n_host + 0
+        self.report.functions = count
+
+        out = Module(types=mod.types, tables=mod.tables, memories=mod.memories, globals=mod.globals)
+        out.imports = [Import(m, n, _KIND_FUNC, self.host[(m, n)]) for m, n in host_keys]
+        fused_map = [final[n_host + i] for i in range(n_fused)]
+        for i, (type_index, body) in enumerate(zip(mod.functions, mod.codes)):
+            if live[n_host + i]:
+                out.functions.append(type_index)
+                out.codes.append(wasm_code.rewrite(body, funcs=fused_map))
+        for n, a in enumerate(self.added):
+            if live[n_host + n_fused + n]:
+                out.functions.append(a.type)
+                out.codes.append(wasm_code.rewrite(a.body, funcs=[final[pre(r)] for r in a.funcs],
+                                                   types=a.types, globals_=a.globals_))
+        out.elems = [Elem(e.mode, e.table, e.offset, [None if i is None else final[i] for i in e.items])
+                     for e in elems]
+        out.exports = [Export(name, kind, final[pre(ref)] if kind == _KIND_FUNC else ref)  # type: ignore[arg-type]
+                       for name, kind, ref in module_exports]
+        if keep_names:
+            names = {final[n_host + i]: name for i, name in self.names.items() if live[n_host + i]}
+            out.customs.append(("name", name_section(names)))
+        return out
 
 
-def link(fused_wasm: bytes, import_map: dict, callbacks: list[str],
-         abi: abi_mod.Abi | None = None) -> tuple[bytes, LinkReport]:
+def link(fused_wasm: bytes, callbacks: list[str], *, abi: abi_mod.Abi | None = None,
+         keep_names: bool = False) -> tuple[bytes, LinkReport]:
     """Link meld's output into a proxy-wasm module exporting the given callbacks."""
-    abi = abi or abi_mod.load()
-    report = LinkReport()
-    mod = Module.from_binary(fused_wasm)
-    if any(True for _ in mod.of_kind("start")):
-        raise LinkError("the fused module has a start function; it would re-run initialisation")
-    exported = mod.exports()
-    fused = {name: e[1] for name, e in exported.items() if e and e[0] == "func"}
-    fused[REALLOC] = _list_realloc(mod, import_map)
-    slots = _Slots(mod)
-
-    # 1. hostcalls whose lowering already is proxy-wasm's: rename the import.
-    for item in list(mod.of_kind("import")):
-        module, name, kind, ident = item.import_  # type: ignore[misc]
-        call = abi.hostcalls.get(module.replace("-", "_"))
-        if call is None or not call.direct:
-            continue
-        sig = _signature(item.text.split("(func", 1)[1])
-        if sig != call.core_signature():
-            raise LinkError(f"{module}: lowered to {sig}, proxy-wasm expects {call.core_signature()}")
-        item.text = item.text.replace(f'(import "{module}" "{name}"', f'(import "env" "{call.name}"', 1)
-        report.renamed.append(call.name)
-
-    # 2. adapters: take over import slots, provide the module's exports.
-    mod.items = [i for i in mod.items if i.kind != "export" and not i.kind.startswith("@")]
-    wanted_exports: list[tuple[str, str, str]] = []
-    sources = [("pywasm/hostcalls", hostcall_adapters(abi)),
-               ("pywasm/wasi", (resources.build_dir() / "wasi_bridge.wat").read_text()),
-               ("pywasm/exports", module_exports(abi, callbacks))]
-    module_export_names = {abi.marker, abi.allocator_export, *abi.callbacks}
-    for prefix, text in sources:
-        for name, kind, ident in _merge(mod, Module.from_text(text), prefix, fused):
-            if name in module_export_names:
-                wanted_exports.append((name, kind, ident))
-            elif name in slots.by_key:
-                slots.set(slots.by_key[name], ident)
-                report.bridged.append(name)
-            elif prefix == "pywasm/hostcalls":
-                raise LinkError(f"the component does not import hostcall {name}")
-    memory = exported.get("memory")
-    if not memory or memory[0] != "memory":
-        raise LinkError("the fused module exports no memory")
-    wanted_exports.append((abi.memory_export, "memory", memory[1]))
-    mod.items += [Item("export", None, f'  (export "{n}" ({k} {i}))\n') for n, k, i in wanted_exports]
-    report.exports = [n for n, _, _ in wanted_exports]
-
-    # 3. drop what nothing reaches any more.
-    report.removed_functions = len(mod.remove_unreachable_functions())
-    return mod.to_binary(), report
-
-
-def _list_realloc(mod: Module, import_map: dict) -> str:
-    """The function the canonical ABI allocates hostcall results with (meld's import map)."""
-    indices = {(imp.get("realloc") or {}).get("func") for imp in import_map.get("imports", [])
-               if imp.get("realloc")}
-    indices.discard(None)
-    if len(indices) != 1:
-        raise LinkError(f"expected one realloc for all lowered imports, meld reports {sorted(indices)}")
-    marker = f"(;{indices.pop()};)"
-    for item in mod.of_kind("func"):
-        if marker in item.text.split("\n", 1)[0]:
-            return item.id  # type: ignore[return-value]
-    raise LinkError(f"meld's import map names a realloc {marker} the module does not have")
+    linker = _Linker(fused_wasm, abi or abi_mod.load())
+    wasm = linker.link(callbacks, keep_names)
+    return wasm, linker.report

@@ -69,6 +69,42 @@ class _Reader:
                 return result
             shift += 7
 
+    def sleb(self) -> int:
+        result = shift = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return result - (1 << shift) if b & 0x40 else result
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > self.end:
+            raise WasmFormatError("unexpected end of data")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def const_expr(self) -> bytes:
+        """The bytes of a constant expression, its final ``end`` included."""
+        start = self.pos
+        while True:
+            op = self.byte()
+            if op == 0x0B:
+                return self.data[start : self.pos]
+            if op in (0x41, 0x42):
+                self.sleb()
+            elif op in (0x23, 0xD2):
+                self.uleb()
+            elif op == 0xD0:
+                self.byte()
+            elif op == 0x43:
+                self.take(4)
+            elif op == 0x44:
+                self.take(8)
+            elif op not in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):
+                raise WasmFormatError(f"opcode 0x{op:02x} in a constant expression")
+
     def name(self) -> str:
         n = self.uleb()
         raw = self.data[self.pos : self.pos + n]

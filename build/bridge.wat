@@ -1,0 +1,151 @@
+;; The bridge between the proxy and the pre-initialised CPython: the fixed part.
+;;
+;; The linker appends generated functions to this module (pywasm_sdk/tooling/bridge.py, from
+;; abi/proxy_wasm.yaml): one `proxy_on_*` export per callback the plugin uses, which calls its
+;; Python entry with PyObject_Vectorcall, and one METH_FASTCALL builtin function per raw hostcall,
+;; which converts its arguments with the C API and calls `env.proxy_*` with pointers into the
+;; Python objects themselves: nothing is copied or allocated to pass an argument.
+;;
+;; Imports from "fused" are functions and globals the componentized interpreter exports (CPython's
+;; C API, libc's allocator, the shadow stack pointer), found by export name and checked for their
+;; type. Imports from "pywasm" are constants the linker computes from the snapshot (addresses in
+;; the anchor, see pywasm_sdk/_bridge.py).
+;;
+;; The thread state: componentize-py's runtime released it after pre-initialisation and took it
+;; again on every call. The bridge takes it once, on the first entry, and never releases it: a
+;; proxy-wasm VM has exactly one thread.
+(module
+  (import "fused" "memory" (memory 0))
+  (import "fused" "__stack_pointer" (global $sp (mut i32)))
+  (import "fused" "malloc" (func $malloc (param i32) (result i32)))
+  (import "fused" "free" (func $free (param i32)))
+  (import "fused" "PyGILState_Ensure" (func $PyGILState_Ensure (result i32)))
+  (import "fused" "PyCFunction_NewEx" (func $PyCFunction_NewEx (param i32 i32 i32) (result i32)))
+  (import "fused" "PyTuple_New" (func $PyTuple_New (param i32) (result i32)))
+  (import "fused" "PyTuple_SetItem" (func $PyTuple_SetItem (param i32 i32 i32) (result i32)))
+  (import "fused" "PyObject_Vectorcall" (func $PyObject_Vectorcall (param i32 i32 i32 i32) (result i32)))
+  (import "fused" "Py_DecRef" (func $Py_DecRef (param i32)))
+  (import "fused" "PyErr_Occurred" (func $PyErr_Occurred (result i32)))
+  (import "fused" "PyErr_Clear" (func $PyErr_Clear))
+  (import "fused" "PyErr_SetString" (func $PyErr_SetString (param i32 i32)))
+  (import "fused" "PyErr_WriteUnraisable" (func $PyErr_WriteUnraisable (param i32)))
+  (import "fused" "PyExc_TypeError" (global $PyExc_TypeError i32))
+  (import "fused" "PyLong_FromLong" (func $PyLong_FromLong (param i32) (result i32)))
+  (import "fused" "PyLong_FromUnsignedLong" (func $PyLong_FromUnsignedLong (param i32) (result i32)))
+  (import "fused" "PyLong_FromUnsignedLongLong" (func $PyLong_FromUnsignedLongLong (param i64) (result i32)))
+  (import "fused" "PyLong_AsLong" (func $PyLong_AsLong (param i32) (result i32)))
+  (import "fused" "PyLong_AsUnsignedLong" (func $PyLong_AsUnsignedLong (param i32) (result i32)))
+  (import "fused" "PyLong_AsLongLong" (func $PyLong_AsLongLong (param i32) (result i64)))
+  (import "fused" "PyLong_AsUnsignedLongLong" (func $PyLong_AsUnsignedLongLong (param i32) (result i64)))
+  (import "fused" "PyBool_FromLong" (func $PyBool_FromLong (param i32) (result i32)))
+  (import "fused" "PyBytes_AsStringAndSize" (func $PyBytes_AsStringAndSize (param i32 i32 i32) (result i32)))
+  (import "fused" "PyBytes_FromStringAndSize" (func $PyBytes_FromStringAndSize (param i32 i32) (result i32)))
+  (import "fused" "PyUnicode_AsUTF8AndSize" (func $PyUnicode_AsUTF8AndSize (param i32 i32) (result i32)))
+
+  (import "pywasm" "bind" (global $bind i32))              ;; the PyObject* of _bridge.bind
+  (import "pywasm" "raw_defs" (global $raw_defs i32))      ;; PyMethodDef[raw_count] in the anchor
+  (import "pywasm" "raw_count" (global $raw_count i32))
+  (import "pywasm" "arity_message" (global $arity_message i32))  ;; a C string in the anchor
+
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))
+
+  (global $ready (mut i32) (i32.const 0))
+
+  ;; Called first thing by every export. The first call attaches the thread state for good and
+  ;; hands the raw hostcalls to Python.
+  (func $ensure_ready
+    (if (i32.eqz (global.get $ready))
+      (then (global.set $ready (i32.const 1)) (call $init))))
+
+  (func $init
+    (local $tuple i32) (local $i i32) (local $fn i32) (local $args i32) (local $r i32)
+    (drop (call $PyGILState_Ensure))
+    (local.set $tuple (call $PyTuple_New (global.get $raw_count)))
+    (if (i32.eqz (local.get $tuple)) (then (call $PyErr_WriteUnraisable (i32.const 0)) (return)))
+    (block $made
+      (loop $next
+        (br_if $made (i32.ge_u (local.get $i) (global.get $raw_count)))
+        (local.set $fn (call $PyCFunction_NewEx
+          (i32.add (global.get $raw_defs) (i32.shl (local.get $i) (i32.const 4)))
+          (i32.const 0) (i32.const 0)))
+        (if (i32.eqz (local.get $fn))
+          (then (call $Py_DecRef (local.get $tuple)) (call $PyErr_WriteUnraisable (i32.const 0)) (return)))
+        (drop (call $PyTuple_SetItem (local.get $tuple) (local.get $i) (local.get $fn)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    ;; bind(tuple): one argument, with the slot before it free for the callee's use
+    (local.set $args (i32.sub (global.get $sp) (i32.const 16)))
+    (global.set $sp (local.get $args))
+    (i32.store offset=4 (local.get $args) (local.get $tuple))
+    (local.set $r (call $PyObject_Vectorcall (global.get $bind) (i32.add (local.get $args) (i32.const 4))
+                                             (i32.const 0x80000001) (i32.const 0)))
+    (global.set $sp (i32.add (local.get $args) (i32.const 16)))
+    (call $Py_DecRef (local.get $tuple))
+    (if (local.get $r)
+      (then (call $Py_DecRef (local.get $r)))
+      (else (call $PyErr_WriteUnraisable (global.get $bind)))))
+
+  ;; proxy_on_memory_allocate: how the host hands data to the plugin (libc's malloc; the raw
+  ;; hostcalls free what they received once it is a Python object).
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (call $malloc (local.get $size)))
+
+  (func (export "proxy_abi_version_0_2_1"))
+
+  ;; A Python callable's answer, or the default when the call failed or answered nonsense.
+  ;; Consumes the reference to $r; a failure is reported (sys.unraisablehook reaches the log).
+  (func $answer (param $r i32) (param $callable i32) (param $default i32) (result i32)
+    (local $v i32)
+    (if (i32.eqz (local.get $r))
+      (then (call $PyErr_WriteUnraisable (local.get $callable)) (return (local.get $default))))
+    (local.set $v (call $PyLong_AsLong (local.get $r)))
+    (call $Py_DecRef (local.get $r))
+    (if (i32.and (i32.eq (local.get $v) (i32.const -1)) (i32.ne (call $PyErr_Occurred) (i32.const 0)))
+      (then (call $PyErr_WriteUnraisable (local.get $callable)) (return (local.get $default))))
+    (local.get $v))
+
+  ;; Like $answer for callbacks that answer nothing.
+  (func $discard (param $r i32) (param $callable i32)
+    (if (local.get $r)
+      (then (call $Py_DecRef (local.get $r)))
+      (else (call $PyErr_WriteUnraisable (local.get $callable)))))
+
+  ;; TypeError for a raw hostcall called with the wrong number of arguments; returns NULL.
+  (func $arity_error (result i32)
+    (call $PyErr_SetString (i32.load (global.get $PyExc_TypeError)) (global.get $arity_message))
+    (i32.const 0))
+
+  ;; True when a C API conversion returned its error value and set an exception.
+  (func $failed (param $v i32) (result i32)
+    (i32.and (i32.eq (local.get $v) (i32.const -1)) (i32.ne (call $PyErr_Occurred) (i32.const 0))))
+  (func $failed64 (param $v i64) (result i32)
+    (i32.and (i64.eq (local.get $v) (i64.const -1)) (i32.ne (call $PyErr_Occurred) (i32.const 0))))
+
+  ;; Bytes the host allocated, as a Python bytes object; the host's buffer is freed whatever
+  ;; happens (NULL with MemoryError when the object cannot be made).
+  (func $take_bytes (param $ptr i32) (param $len i32) (result i32)
+    (local $obj i32)
+    (local.set $obj (call $PyBytes_FromStringAndSize (local.get $ptr) (local.get $len)))
+    (if (local.get $ptr) (then (call $free (local.get $ptr))))
+    (local.get $obj))
+
+  ;; pywasm_environ (an SDK import, abi/proxy_wasm.yaml): Envoy's vm_config environment as
+  ;; "K=V\0" entries, through the two WASI functions every Envoy provides. Same convention as a
+  ;; hostcall with one bytes output: status, and (ptr, len) written through the out-pointers.
+  (func $sdk.pywasm_environ (param $ptr_out i32) (param $len_out i32) (result i32)
+    (local $count i32) (local $size i32) (local $pointers i32) (local $data i32) (local $frame i32)
+    (local.set $frame (i32.sub (global.get $sp) (i32.const 16)))
+    (global.set $sp (local.get $frame))
+    (drop (call $environ_sizes_get (local.get $frame) (i32.add (local.get $frame) (i32.const 4))))
+    (local.set $count (i32.load (local.get $frame)))
+    (local.set $size (i32.load offset=4 (local.get $frame)))
+    (global.set $sp (i32.add (local.get $frame) (i32.const 16)))
+    (local.set $pointers (call $malloc (i32.shl (i32.add (local.get $count) (i32.const 1)) (i32.const 2))))
+    (local.set $data (call $malloc (i32.add (local.get $size) (i32.const 1))))
+    (drop (call $environ_get (local.get $pointers) (local.get $data)))
+    (call $free (local.get $pointers))
+    (i32.store (local.get $ptr_out) (local.get $data))
+    (i32.store (local.get $len_out) (local.get $size))
+    (i32.const 0))
+)

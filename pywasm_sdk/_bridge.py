@@ -1,0 +1,109 @@
+"""How the generated module reaches Python without componentize-py's runtime.
+
+The build links a small bridge (generated WAT, see ``pywasm_sdk/tooling/bridge.py``) into the
+pre-initialised interpreter. Each ``proxy_on_*`` export calls a Python callable with
+``PyObject_Vectorcall``, and each raw hostcall is a builtin function (``METH_FASTCALL``) written
+in WAT that converts its arguments with CPython's C API and calls ``env.proxy_*`` directly. No
+argument is copied into a temporary allocation, so nothing is left behind per call.
+
+The bridge finds the Python side through an *anchor*: a bytes object made here during
+pre-initialisation, which starts with a magic number and holds the addresses (``id()``, which in
+CPython is the object's address in linear memory, kept as is by the snapshot) of the callables the
+exports call, of :func:`bind`, and a zeroed area in which the linker writes the ``PyMethodDef``
+records and C strings of the raw hostcalls. The linker finds the magic in the snapshot, reads
+the addresses, and patches the area.
+
+Runs inside the proxy only; imported by the generated entry module during the build.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+
+from . import hostcalls
+from ._abi import CALLBACKS
+
+#: The anchor's first 16 bytes, written as hex: the raw bytes then exist once in the snapshot,
+#: in the anchor itself (``bytes.fromhex`` builds it in one step, with no temporary copy).
+MAGIC_HEX = "7079" "7761" "736d" "2d61" "6e63" "686f" "722d" "0001"  # "pywasm-anchor-\0\1"
+ANCHOR_FORMAT = 1
+#: bytes the linker may use in the anchor for method records and names
+RESERVED = 4096
+
+#: modules componentize-py's start-up imports to support WIT types and async functions.
+#: A plugin's world has no WIT types and no async exports, so light stand-ins keep
+#: ``dataclasses``/``typing``/``inspect``/``ast``/... out of every plugin's snapshot unless
+#: the plugin imports them itself.
+_STAND_INS = ("componentize_py_types", "componentize_py_async_support",
+              "componentize_py_async_support.streams", "componentize_py_async_support.futures",
+              "random")
+
+
+class _StandIn:
+    """Enough of a module for componentize-py to take attributes from at start-up."""
+
+    class Some:
+        pass
+
+    class Ok:
+        pass
+
+    class Err(Exception):
+        pass
+
+    ByteStreamReader = StreamReader = FutureReader = object
+
+    @staticmethod
+    def callback(*_args: object) -> None:
+        raise RuntimeError("pywasm plugins have no async WIT exports")
+
+    @staticmethod
+    def seed(*_args: object) -> None:
+        """Reseeding happens when the VM starts (see _dispatch), not in componentize-py."""
+
+
+def install_stand_ins() -> None:
+    """Put stand-ins in ``sys.modules`` for componentize-py modules nobody imported yet."""
+    for name in _STAND_INS:
+        if name not in sys.modules:
+            module = type(sys)(name)
+            module.__dict__.update({k: v for k, v in vars(_StandIn).items() if not k.startswith("__")})
+            module.__pywasm_stand_in__ = True  # type: ignore[attr-defined]
+            sys.modules[name] = module
+
+
+def _forget_stand_ins() -> None:
+    for name in _STAND_INS:
+        if getattr(sys.modules.get(name), "__pywasm_stand_in__", False):
+            del sys.modules[name]
+
+
+class _Raw:
+    """The raw hostcalls, as attributes, for :func:`hostcalls.install`."""
+
+    def __init__(self, functions: tuple) -> None:
+        for name, fn in zip(hostcalls.RAW_NAMES, functions):
+            setattr(self, name, fn)
+
+
+def bind(functions: tuple) -> None:
+    """Called once by the bridge when the VM first enters the plugin: the raw hostcalls,
+    in ``hostcalls.RAW_NAMES`` order, become the SDK's host."""
+    _forget_stand_ins()
+    hostcalls.install(_Raw(functions))
+
+
+def anchor(entries: dict[str, object]) -> bytes:
+    """The anchor: magic, format, the callables of the exported callbacks (in ABI order, 0 for
+    callbacks the module does not export), :func:`bind`, and the reserved area.
+
+    The caller must keep the returned bytes and every entry alive (module globals).
+    """
+    unknown = set(entries) - set(CALLBACKS)
+    if unknown:
+        raise ValueError(f"not ABI callbacks: {sorted(unknown)}")
+    words = [ANCHOR_FORMAT, len(CALLBACKS)]
+    words += [id(entries[name]) if name in entries else 0 for name in CALLBACKS]
+    words += [id(bind), len(hostcalls.RAW_NAMES), RESERVED]
+    return bytes.fromhex(MAGIC_HEX + struct.pack(f"<{len(words)}I", *words).hex() + "00" * RESERVED)

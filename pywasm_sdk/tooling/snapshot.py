@@ -1,0 +1,138 @@
+"""The pre-initialised memory of a module: read it, find the SDK's anchor in it, clean it, and
+write it back as data segments.
+
+Rule of this module: it changes only bytes it can prove unused. componentize-py snapshots the
+whole linear memory after importing the plugin; that includes the payload of every block
+libc's allocator (dlmalloc) has freed: garbage left by the import machinery and the compiler.
+Freed payloads are never read again before being written, so they are zeroed here, and runs of
+zeros are left out of the data segments (memory starts zeroed). The allocator's own fields
+in a free chunk (its size, its list and tree links) are kept as they are.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+from .wasm_module import Data
+
+__all__ = ["Anchor", "AnchorError", "Memory", "free_chunks", "pack"]
+
+_PINUSE = 1
+_KEEP = 32  # bytes kept at the start of a free chunk: prev_foot, head, fd, bk, tree links
+
+
+class AnchorError(ValueError):
+    """The snapshot has no anchor of the expected format, or more than one."""
+
+
+class Memory:
+    """The initial contents of linear memory, as the data segments describe them."""
+
+    def __init__(self, datas: list[Data]) -> None:
+        if any(d.offset is None for d in datas):
+            raise ValueError("passive data segments are not part of the initial memory")
+        size = max((d.offset + len(d.data) for d in datas), default=0)  # type: ignore[operator]
+        self.bytes = bytearray(size)
+        for d in datas:
+            self.bytes[d.offset:d.offset + len(d.data)] = d.data  # type: ignore[index,operator]
+
+    def u32(self, address: int) -> int:
+        return struct.unpack_from("<I", self.bytes, address)[0]
+
+    def write_u32(self, address: int, value: int) -> None:
+        struct.pack_into("<I", self.bytes, address, value)
+
+    def find(self, needle: bytes) -> list[int]:
+        found, at = [], self.bytes.find(needle)
+        while at >= 0:
+            found.append(at)
+            at = self.bytes.find(needle, at + 1)
+        return found
+
+
+@dataclass
+class Anchor:
+    """What pywasm_sdk/_bridge.py left in memory for the linker."""
+
+    address: int
+    entries: list[int]  # PyObject* per ABI callback, 0 for callbacks not exported
+    bind: int
+    raw_count: int
+    area: int  # address of the reserved area
+    area_size: int
+
+    @classmethod
+    def find(cls, memory: Memory, magic: bytes, fmt: int, callbacks: int) -> Anchor:
+        candidates = []
+        for at in memory.find(magic):
+            p = at + len(magic)
+            if p + 8 > len(memory.bytes) or memory.u32(p) != fmt or memory.u32(p + 4) != callbacks:
+                continue
+            words = struct.unpack_from(f"<{callbacks + 3}I", memory.bytes, p + 8)
+            entries, (bind, raw_count, area_size) = list(words[:callbacks]), words[callbacks:]
+            area = p + 8 + 4 * (callbacks + 3)
+            candidates.append(cls(at, entries, bind, raw_count, area, area_size))
+        if len(candidates) != 1:
+            raise AnchorError(f"expected one pywasm anchor (format {fmt}) in the snapshot, found "
+                              f"{len(candidates)}: was the plugin built through the generated entry module?")
+        return candidates[0]
+
+
+def free_chunks(memory: Memory, heap_base: int) -> list[tuple[int, int]]:
+    """(address, size) of every free dlmalloc chunk between heap_base and the end of memory.
+
+    The walk must end exactly at the end of memory (the top chunk); anything else means the
+    heap is not laid out as assumed, and nothing is returned.
+    """
+    data = memory.bytes
+    end = len(data)
+    p = heap_base
+    while (p + 8) % 16:
+        p += 1
+    chunks: list[tuple[int, int]] = []
+    while p + 8 <= end:
+        size = struct.unpack_from("<I", data, p + 4)[0] & ~7
+        if size < 16 or size % 8:
+            return []
+        nxt = p + size
+        if nxt + 8 > end:  # the top chunk: free space up to the end of memory
+            chunks.append((p, end - p))
+            return chunks
+        if not struct.unpack_from("<I", data, nxt + 4)[0] & _PINUSE:
+            chunks.append((p, size))
+        p = nxt
+    return chunks if p == end else []
+
+
+def zero_free(memory: Memory, chunks: list[tuple[int, int]]) -> int:
+    """Zero the payload of free chunks (keeping the allocator's fields); bytes zeroed."""
+    zeroed = 0
+    for p, size in chunks:
+        if size > _KEEP:
+            memory.bytes[p + _KEEP:p + size] = bytes(size - _KEEP)
+            zeroed += size - _KEEP
+    return zeroed
+
+
+def pack(memory: Memory, gap: int = 64) -> list[Data]:
+    """Data segments for the memory's non-zero bytes; zero runs of ``gap`` bytes or more split
+    segments (a segment costs about 7 bytes of encoding; few segments keep instantiation cheap)."""
+    data = bytes(memory.bytes)
+    segments: list[Data] = []
+    start = 0
+    for zeros in re.finditer(rb"\0{%d,}" % gap, data):
+        _add(segments, data, start, zeros.start())
+        start = zeros.end()
+    _add(segments, data, start, len(data))
+    return segments
+
+
+def _add(segments: list[Data], data: bytes, start: int, end: int) -> None:
+    while start < end and data[start] == 0:
+        start += 1
+    while end > start and data[end - 1] == 0:
+        end -= 1
+    if start < end:
+        segments.append(Data(start, data[start:end]))
