@@ -30,6 +30,8 @@
   (import "fused" "PyErr_SetString" (func $PyErr_SetString (param i32 i32)))
   (import "fused" "PyErr_WriteUnraisable" (func $PyErr_WriteUnraisable (param i32)))
   (import "fused" "PyExc_TypeError" (global $PyExc_TypeError i32))
+  (import "fused" "PyExc_ImportError" (global $PyExc_ImportError i32))
+  (import "fused" "PyExc_RuntimeError" (global $PyExc_RuntimeError i32))
   (import "fused" "PyLong_FromLong" (func $PyLong_FromLong (param i32) (result i32)))
   (import "fused" "PyLong_FromUnsignedLong" (func $PyLong_FromUnsignedLong (param i32) (result i32)))
   (import "fused" "PyLong_FromUnsignedLongLong" (func $PyLong_FromUnsignedLongLong (param i64) (result i32)))
@@ -45,7 +47,9 @@
   (import "pywasm" "bind" (global $bind i32))              ;; the PyObject* of _bridge.bind
   (import "pywasm" "raw_defs" (global $raw_defs i32))      ;; PyMethodDef[raw_count] in the anchor
   (import "pywasm" "raw_count" (global $raw_count i32))
-  (import "pywasm" "arity_message" (global $arity_message i32))  ;; a C string in the anchor
+  (import "pywasm" "arity_message" (global $arity_message i32))  ;; C strings in the anchor
+  (import "pywasm" "module_message" (global $module_message i32))
+  (import "pywasm" "compiler_message" (global $compiler_message i32))
 
   (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))
@@ -114,6 +118,17 @@
   ;; TypeError for a raw hostcall called with the wrong number of arguments; returns NULL.
   (func $arity_error (result i32)
     (call $PyErr_SetString (i32.load (global.get $PyExc_TypeError)) (global.get $arity_message))
+    (i32.const 0))
+
+  ;; What the linker puts where it removed code (pywasm_sdk/tooling/prune.py): the PyInit
+  ;; function of a builtin module the plugin never imported, and the body of each entry point
+  ;; into CPython's parser and compiler. Both answer NULL with an exception, as those C
+  ;; functions do on failure.
+  (func (export "pywasm:module_unavailable") (result i32)
+    (call $PyErr_SetString (i32.load (global.get $PyExc_ImportError)) (global.get $module_message))
+    (i32.const 0))
+  (func (export "pywasm:compiler_unavailable") (result i32)
+    (call $PyErr_SetString (i32.load (global.get $PyExc_RuntimeError)) (global.get $compiler_message))
     (i32.const 0))
 
   ;; True when a C API conversion returned its error value and set an exception.

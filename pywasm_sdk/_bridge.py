@@ -18,8 +18,10 @@ Runs inside the proxy only; imported by the generated entry module during the bu
 
 from __future__ import annotations
 
+import gc
 import struct
 import sys
+import types
 
 from . import hostcalls
 from ._abi import CALLBACKS
@@ -27,7 +29,7 @@ from ._abi import CALLBACKS
 #: The anchor's first 16 bytes, written as hex: the raw bytes then exist once in the snapshot,
 #: in the anchor itself (``bytes.fromhex`` builds it in one step, with no temporary copy).
 MAGIC_HEX = "7079" "7761" "736d" "2d61" "6e63" "686f" "722d" "0001"  # "pywasm-anchor-\0\1"
-ANCHOR_FORMAT = 1
+ANCHOR_FORMAT = 2
 #: bytes the linker may use in the anchor for method records and names
 RESERVED = 4096
 
@@ -94,16 +96,47 @@ def bind(functions: tuple) -> None:
     hostcalls.install(_Raw(functions))
 
 
-def anchor(entries: dict[str, object]) -> bytes:
+def builtin_modules_in_use() -> list[str]:
+    """The builtin C modules this interpreter has imported, or whose name any loaded code
+    mentions (``import zlib`` inside a function runs only later): the linker keeps these and
+    removes the code of every other builtin module."""
+    builtin = set(sys.builtin_module_names)
+    used = {name for name in sys.modules if name in builtin}
+    seen: set[int] = set()
+
+    def scan(code: types.CodeType) -> None:
+        if id(code) in seen:
+            return
+        seen.add(id(code))
+        for name in code.co_names:
+            if name in builtin:
+                used.add(name)
+        for const in code.co_consts:
+            if type(const) is types.CodeType:
+                scan(const)
+            elif type(const) is str and const in builtin:
+                used.add(const)
+
+    for obj in gc.get_objects():
+        if type(obj) is types.FunctionType:
+            scan(obj.__code__)
+    return sorted(used)
+
+
+def anchor(entries: dict[str, object], modules: list[str]) -> bytes:
     """The anchor: magic, format, the callables of the exported callbacks (in ABI order, 0 for
-    callbacks the module does not export), :func:`bind`, and the reserved area.
+    callbacks the module does not export), :func:`bind`, the builtin modules to keep, and the
+    reserved area.
 
     The caller must keep the returned bytes and every entry alive (module globals).
     """
     unknown = set(entries) - set(CALLBACKS)
     if unknown:
         raise ValueError(f"not ABI callbacks: {sorted(unknown)}")
+    names = ",".join(modules).encode()
+    names += b"\0" * (-len(names) % 4)
     words = [ANCHOR_FORMAT, len(CALLBACKS)]
     words += [id(entries[name]) if name in entries else 0 for name in CALLBACKS]
-    words += [id(bind), len(hostcalls.RAW_NAMES), RESERVED]
-    return bytes.fromhex(MAGIC_HEX + struct.pack(f"<{len(words)}I", *words).hex() + "00" * RESERVED)
+    words += [id(bind), len(hostcalls.RAW_NAMES), RESERVED, len(names)]
+    return bytes.fromhex(MAGIC_HEX + struct.pack(f"<{len(words)}I", *words).hex() + names.hex()
+                         + "00" * RESERVED)

@@ -125,6 +125,7 @@ from pywasm_sdk import _bridge
 _bridge.install_stand_ins()  # before componentize-py's start-up imports its type support
 
 import gc
+import weakref  # componentize-py's start-up imports it after this module: count it in
 
 from pywasm_sdk import _dispatch, log
 from pywasm_sdk._entry import finish_import
@@ -135,7 +136,8 @@ finish_import({plugin_paths!r})
 log.route_standard_output()
 _EXPORTS = _dispatch.Exports()
 _ENTRIES = {{name: getattr(_EXPORTS, name) for name in {callbacks!r}}}
-ANCHOR = _bridge.anchor(_ENTRIES)  # the linker finds the Python side through it
+# the linker finds the Python side through the anchor, and keeps the builtin modules it names
+ANCHOR = _bridge.anchor(_ENTRIES, _bridge.builtin_modules_in_use() + ["componentize_py_runtime"])
 gc.collect()
 
 
@@ -170,7 +172,8 @@ def preflight(source: PluginSource) -> dict:
 
 
 def build(plugin: str | os.PathLike[str], output: str | os.PathLike[str], *,
-          progress: Progress | None = None, keep_temp: str | os.PathLike[str] | None = None) -> BuildResult:
+          progress: Progress | None = None, keep_temp: str | os.PathLike[str] | None = None,
+          keep_compiler: bool = False) -> BuildResult:
     """Build a plugin into a proxy-wasm module at ``output``."""
     say = progress or (lambda _msg: None)
     started = time.monotonic()
@@ -214,12 +217,19 @@ def build(plugin: str | os.PathLike[str], output: str | os.PathLike[str], *,
 
         stage("link", "linking the proxy-wasm module")
         try:
-            wasm, report = linker.link(fused.read_bytes(), callbacks)
+            uses_compiler = found.get("compiles_source", [])
+            if uses_compiler and not keep_compiler:
+                say(f"keeping CPython's compiler: {', '.join(uses_compiler)} "
+                    "(compile(), exec() or eval() of a string)")
+            wasm, report = linker.link(fused.read_bytes(), callbacks,
+                                       keep_compiler=keep_compiler or bool(uses_compiler))
         except linker.LinkError as exc:
             raise BuildError(f"linking failed (componentize-py or meld output changed shape?): {exc}") from exc
 
         say(f"linked: {report.raw_hostcalls} hostcalls bridged, {len(report.bridged)} WASI imports "
-            f"adapted, {report.removed_functions} unreachable functions removed, "
+            f"adapted, {report.removed_functions} unreachable functions removed "
+            f"({len(report.removed_modules)} unused builtin modules"
+            f"{', the compiler' if report.compiler_removed else ''}), "
             f"{report.zeroed_bytes / 1e6:.1f} MB of freed heap zeroed")
         stage("verify", "verifying the module")
         found_problems = checks.problems(wasm)

@@ -122,12 +122,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     def work() -> tuple[Path, int, list[str]]:
         if not args.cache:
-            result = build(args.plugin, output, progress=_progress(args.quiet), keep_temp=args.keep_temp)
+            result = build(args.plugin, output, progress=_progress(args.quiet), keep_temp=args.keep_temp,
+                           keep_compiler=args.keep_compiler)
             return result.output, result.size, result.callbacks
         from .run import cached_build
 
         resolve_plugin(args.plugin)  # a .wasm or a missing path is an error here, as without --cache
-        cached, callbacks = cached_build(args.plugin, _progress(args.quiet) or (lambda _m: None))
+        cached, callbacks = cached_build(args.plugin, _progress(args.quiet) or (lambda _m: None),
+                                         keep_compiler=args.keep_compiler)
         target = Path(output)
         if target.is_dir():
             raise CommandError(f"{target}: the output is a folder; name the .wasm file to write")
@@ -350,6 +352,10 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--cache", action="store_true",
                    help="reuse an earlier build of the same sources (content hash; the cache `pywasm run` "
                         "uses, in $PYWASM_CACHE_DIR or ~/.cache/pywasm-sdk)")
+    p.add_argument("--keep-compiler", action="store_true",
+                   help="keep CPython's parser and compiler in the module (about 0.5 MB of code), for "
+                        "plugins that compile source at run time with compile(), exec() or eval() of a "
+                        "string; the build keeps it by itself when the plugin's code calls those")
     p.set_defaults(run=_cmd_build)
 
 

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 
 from .. import _bridge
 from . import abi as abi_mod
-from . import bridge, resources, snapshot, wasm_code
-from .wasm_module import Elem, Export, Global, Import, Module, const_i32, function_names, name_section
+from . import bridge, prune, resources, snapshot, wasm_code
+from .wasm_module import (Elem, Export, Global, Import, Module, const_i32, encode_uleb,
+                          function_names, name_section)
 from .wat import wasm_tools
 
 __all__ = ["LinkError", "LinkReport", "link"]
@@ -42,7 +43,14 @@ CONSTANTS = "pywasm"  # ... and from this one, constants the linker computes
 _IMPORT_TABLE = "$imports"  # wit-component's table of the component's imports (WASI stubs)
 _FUNCTION_TABLE = "__indirect_function_table"  # C function pointers
 _METH_FASTCALL = 0x0080
-_ARITY_MESSAGE = b"pywasm: a raw hostcall was called with the wrong number of arguments\0"
+_MESSAGES = {
+    "arity_message": "pywasm: a raw hostcall was called with the wrong number of arguments",
+    "module_message": "pywasm: this builtin module is not in the plugin: a build keeps only the "
+                      "builtin modules the plugin imports (import it at the top of a plugin module)",
+    "compiler_message": "pywasm: this plugin was built without CPython's compiler, so source code "
+                        "cannot be compiled at run time (compile(), exec() or eval() of a string); "
+                        "build it with `pywasm build --keep-compiler`",
+}
 _KIND_FUNC, _KIND_TABLE, _KIND_MEMORY, _KIND_GLOBAL = 0, 1, 2, 3
 
 
@@ -55,6 +63,8 @@ class LinkReport:
     bridged: list[str] = field(default_factory=list)  # WASI import slots taken over
     exports: list[str] = field(default_factory=list)
     raw_hostcalls: int = 0
+    removed_modules: list[str] = field(default_factory=list)  # builtin C modules left out
+    compiler_removed: bool = False
     removed_functions: int = 0
     functions: int = 0
     zeroed_bytes: int = 0
@@ -164,7 +174,7 @@ class _Linker:
                 for e in adapter.exports]
 
     # -- the steps --------------------------------------------------------------------------
-    def link(self, callbacks: list[str], keep_names: bool) -> bytes:
+    def link(self, callbacks: list[str], keep_names: bool, keep_compiler: bool) -> bytes:
         memory = snapshot.Memory(self.mod.datas)
         anchor = snapshot.Anchor.find(memory, bytes.fromhex(_bridge.MAGIC_HEX), _bridge.ANCHOR_FORMAT,
                                       len(self.abi.callbacks))
@@ -175,16 +185,26 @@ class _Linker:
         missing = [name for name in callbacks if not entries.get(name)]
         if missing:
             raise LinkError(f"the snapshot has no Python entry for {', '.join(missing)}")
-        defs, arity_message = self._method_records(memory, anchor, raw)
-        self.constants = {"bind": anchor.bind, "raw_defs": defs, "raw_count": len(raw),
-                          "arity_message": arity_message,
+        heap_base = self.mod.global_initial(self.export("__heap_base", _KIND_GLOBAL))
+        if heap_base is None:
+            raise LinkError("__heap_base is not a constant")
+        self.plan = prune.plan(self.mod, self.names, bytes(memory.bytes), heap_base,
+                               self.export(_FUNCTION_TABLE, _KIND_TABLE), set(anchor.modules),
+                               keep_compiler)
+        self.report.removed_modules = self.plan.modules
+        self.report.compiler_removed = bool(self.plan.compiler)
+        defs, messages = self._method_records(memory, anchor, raw)
+        self.constants = {"bind": anchor.bind, "raw_defs": defs, "raw_count": len(raw), **messages,
                           **{f"{bridge.ENTRY_IMPORT_PREFIX}{n}": entries[n] for n in callbacks}}
 
         module_exports: list[tuple[str, int, Ref | int]] = []
         raw_refs: dict[str, Ref] = {}
+        self.stubs: dict[str, Ref] = {}
         for name, kind, ref in self.merge(bridge.bridge_source(self.abi, callbacks), "bridge"):
             if name.startswith(bridge.RAW_EXPORT_PREFIX):
                 raw_refs[name[len(bridge.RAW_EXPORT_PREFIX):]] = ref  # type: ignore[assignment]
+            elif name.startswith("pywasm:"):
+                self.stubs[name] = ref  # type: ignore[assignment]
             else:
                 module_exports.append((name, kind, ref))
         if sorted(raw_refs) != sorted(raw):
@@ -196,17 +216,14 @@ class _Linker:
         self.report.exports = [name for name, _, _ in module_exports]
 
         wasm_mod = self._renumber(module_exports, keep_names)
-        heap_base = self.mod.global_initial(self.export("__heap_base", _KIND_GLOBAL))
-        if heap_base is None:
-            raise LinkError("__heap_base is not a constant")
         self.report.zeroed_bytes = snapshot.zero_free(memory, snapshot.free_chunks(memory, heap_base))
         wasm_mod.datas = snapshot.pack(memory)
         self.report.data_segments = len(wasm_mod.datas)
         return wasm_mod.encode()
 
     def _method_records(self, memory: snapshot.Memory, anchor: snapshot.Anchor,
-                        raw: list[str]) -> tuple[int, int]:
-        """Lay out PyMethodDef[len(raw)] and the C strings they name in the anchor's area."""
+                        raw: list[str]) -> tuple[int, dict[str, int]]:
+        """Lay out PyMethodDef[len(raw)] and the C strings the bridge needs in the anchor's area."""
         defs = anchor.area
         strings = defs + 16 * len(raw)
         blob = bytearray()
@@ -214,8 +231,10 @@ class _Linker:
         for name in raw:
             name_at.append(strings + len(blob))
             blob += name.encode() + b"\0"
-        arity_message = strings + len(blob)
-        blob += _ARITY_MESSAGE
+        messages = {}
+        for key, text in _MESSAGES.items():
+            messages[key] = strings + len(blob)
+            blob += text.encode() + b"\0"
         if strings + len(blob) > anchor.area + anchor.area_size:
             raise LinkError(f"the anchor's area ({anchor.area_size} bytes) is too small")
         memory.bytes[strings:strings + len(blob)] = blob
@@ -223,7 +242,7 @@ class _Linker:
             memory.write_u32(defs + 16 * n, at)
             memory.write_u32(defs + 16 * n + 8, _METH_FASTCALL)
             memory.write_u32(defs + 16 * n + 12, 0)
-        return defs, arity_message
+        return defs, messages
 
     def _place_raw_functions(self, memory: snapshot.Memory, refs: list[Ref], defs: int) -> list[int]:
         """Give each raw hostcall a slot in the C function table; write it into its record."""
@@ -273,9 +292,17 @@ class _Linker:
             return n_host + n_fused + value  # type: ignore[operator]
 
         # element segments, with the replaced WASI slots and the raw hostcalls
+        removed, module_inits = self.plan.removed, self.plan.module_inits
+        function_table = self.export(_FUNCTION_TABLE, _KIND_TABLE)
+        unavailable = pre(self.stubs["pywasm:module_unavailable"])
         elems: list[Elem] = []
         for e in mod.elems:
-            items: list[int | None] = [None if i is None else n_host + i for i in e.items]
+            items: list[int | None] = [None if i is None or i in removed else n_host + i for i in e.items]
+            if e.mode == "active" and e.table == function_table and module_inits:
+                base = e.offset_value or 0
+                for k in range(len(items)):
+                    if base + k in module_inits:
+                        items[k] = unavailable
             if e.mode == "active" and e.table == self._import_table:
                 base = e.offset_value or 0
                 for slot, ref in self._wasi_slots.items():
@@ -287,8 +314,16 @@ class _Linker:
 
         # what is reached from the exports and the tables
         total = n_host + n_fused + len(self.added)
+        compiler_stub = pre(self.stubs["pywasm:compiler_unavailable"])
+        cut = set(self.plan.compiler)
+        for i in cut:
+            if mod.function_type(i)[1] != b"\x7f":
+                raise LinkError(f"{self.names.get(i)}: a compiler entry point that does not return a pointer")
         calls: list[list[int]] = [[] for _ in range(total)]
         for i, body in enumerate(mod.codes):
+            if i in cut:
+                calls[n_host + i] = [compiler_stub]
+                continue
             f = wasm_code.facts(body)
             calls[n_host + i] = [n_host + c for c in f.calls + f.ref_funcs]
         for n, a in enumerate(self.added):
@@ -321,7 +356,10 @@ class _Linker:
         for i, (type_index, body) in enumerate(zip(mod.functions, mod.codes)):
             if live[n_host + i]:
                 out.functions.append(type_index)
-                out.codes.append(wasm_code.rewrite(body, funcs=fused_map))
+                if i in cut:  # no locals; return what the stub returns
+                    out.codes.append(b"\x00\x10" + encode_uleb(final[compiler_stub]) + b"\x0b")
+                else:
+                    out.codes.append(wasm_code.rewrite(body, funcs=fused_map))
         for n, a in enumerate(self.added):
             if live[n_host + n_fused + n]:
                 out.functions.append(a.type)
@@ -338,8 +376,8 @@ class _Linker:
 
 
 def link(fused_wasm: bytes, callbacks: list[str], *, abi: abi_mod.Abi | None = None,
-         keep_names: bool = False) -> tuple[bytes, LinkReport]:
+         keep_names: bool = False, keep_compiler: bool = False) -> tuple[bytes, LinkReport]:
     """Link meld's output into a proxy-wasm module exporting the given callbacks."""
     linker = _Linker(fused_wasm, abi or abi_mod.load())
-    wasm = linker.link(callbacks, keep_names)
+    wasm = linker.link(callbacks, keep_names, keep_compiler)
     return wasm, linker.report

@@ -82,7 +82,49 @@ def run(plugin_dir: Path, module: str) -> dict:
         if getattr(mod, "__file__", None) and Path(mod.__file__).resolve().is_relative_to(plugin_dir)
     )
     return {"ok": True, "callbacks": _dispatch.used_callbacks(),
-            "roots": [r.root_id for r in _dispatch.registrations()], "modules": modules}
+            "roots": [r.root_id for r in _dispatch.registrations()], "modules": modules,
+            "compiles_source": _compiles_source([sys.modules[m] for m in modules])}
+
+
+#: builtins that compile source text at run time (they need CPython's compiler in the module)
+_COMPILING = frozenset({"compile", "exec", "eval"})
+
+
+def _compiles_source(modules: list) -> list[str]:
+    """``module:line`` of each call of compile/exec/eval in the plugin's own modules."""
+    import dis
+    import types
+
+    found: list[str] = []
+    seen: set[int] = set()
+
+    def scan(code: types.CodeType, module: str) -> None:
+        if id(code) in seen:
+            return
+        seen.add(id(code))
+        for ins in dis.get_instructions(code):
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and ins.argval in _COMPILING:
+                found.append(f"{module}:{ins.positions.lineno if ins.positions else '?'} {ins.argval}()")
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                scan(const, module)
+
+    for mod in modules:
+        for value in list(vars(mod).values()):
+            for fn in _functions(value):
+                scan(fn.__code__, mod.__name__)
+    return sorted(set(found))
+
+
+def _functions(value: object) -> list:
+    import types
+
+    if isinstance(value, types.FunctionType):
+        return [value]
+    if isinstance(value, type):
+        members = (getattr(m, "__func__", m) for m in vars(value).values())
+        return [m for m in members if isinstance(m, types.FunctionType)]
+    return []
 
 
 def main() -> None:

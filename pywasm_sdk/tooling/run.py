@@ -64,7 +64,8 @@ def source_digest(plugin: str | os.PathLike[str]) -> str:
     return h.hexdigest()[:24]
 
 
-def cached_build(plugin: str | os.PathLike[str], progress: Callable[[str], None]) -> tuple[Path, list[str] | None]:
+def cached_build(plugin: str | os.PathLike[str], progress: Callable[[str], None], *,
+                 keep_compiler: bool = False) -> tuple[Path, list[str] | None]:
     """The plugin's .wasm, built only when its sources changed, and the callbacks it exports.
 
     A .wasm path is used as is, after the checks ``pywasm build`` runs on its own output (so a
@@ -79,12 +80,13 @@ def cached_build(plugin: str | os.PathLike[str], progress: Callable[[str], None]
         if found:
             raise BuildError(f"{plugin}: Envoy would not load this module:\n  " + "\n  ".join(found))
         return module.path, module.exported_callbacks
-    target = cache_dir() / "builds" / f"{source_digest(plugin)}.wasm"
+    variant = "-compiler" if keep_compiler else ""
+    target = cache_dir() / "builds" / f"{source_digest(plugin)}{variant}.wasm"
     callbacks_file = target.with_suffix(".callbacks")
     if target.exists() and callbacks_file.exists():
         progress(f"sources unchanged: using the cached build {target}")
         return target, callbacks_file.read_text().split()
-    result = build(plugin, target, progress=progress)
+    result = build(plugin, target, progress=progress, keep_compiler=keep_compiler)
     callbacks_file.write_text(" ".join(result.callbacks))
     return target, result.callbacks
 

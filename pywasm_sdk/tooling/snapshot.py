@@ -60,6 +60,7 @@ class Anchor:
     entries: list[int]  # PyObject* per ABI callback, 0 for callbacks not exported
     bind: int
     raw_count: int
+    modules: list[str]  # builtin modules the plugin uses
     area: int  # address of the reserved area
     area_size: int
 
@@ -70,10 +71,12 @@ class Anchor:
             p = at + len(magic)
             if p + 8 > len(memory.bytes) or memory.u32(p) != fmt or memory.u32(p + 4) != callbacks:
                 continue
-            words = struct.unpack_from(f"<{callbacks + 3}I", memory.bytes, p + 8)
-            entries, (bind, raw_count, area_size) = list(words[:callbacks]), words[callbacks:]
-            area = p + 8 + 4 * (callbacks + 3)
-            candidates.append(cls(at, entries, bind, raw_count, area, area_size))
+            words = struct.unpack_from(f"<{callbacks + 4}I", memory.bytes, p + 8)
+            entries, (bind, raw_count, area_size, names_size) = list(words[:callbacks]), words[callbacks:]
+            names_at = p + 8 + 4 * (callbacks + 4)
+            names = bytes(memory.bytes[names_at:names_at + names_size]).rstrip(b"\0").decode()
+            candidates.append(cls(at, entries, bind, raw_count, [n for n in names.split(",") if n],
+                                  names_at + names_size, area_size))
         if len(candidates) != 1:
             raise AnchorError(f"expected one pywasm anchor (format {fmt}) in the snapshot, found "
                               f"{len(candidates)}: was the plugin built through the generated entry module?")

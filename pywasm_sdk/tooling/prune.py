@@ -1,0 +1,237 @@
+"""Which code of the interpreter a plugin can never run: builtin C modules it did not import,
+and CPython's parser and compiler.
+
+Why ordinary dead-code removal keeps them: every C function whose address is taken sits in the
+function table, and the table is a root. A builtin module's methods are reached through its
+``PyModuleDef`` (static data with function pointers), the module definition through ``PyInit_X``,
+and ``PyInit_X`` through the interpreter's table of builtin modules. For a module that was never
+imported while the plugin was pre-initialised (and that no loaded code names, so nothing can
+import it later), this module cuts that chain and proves the rest unreachable.
+
+The proof, on a graph of functions and static data:
+
+- edges from a function: its calls, the table slots and static addresses its code forms from
+  ``__table_base``/``__memory_base``-style constant globals (how position-independent code takes
+  addresses), and ``ref.func``;
+- edges from static data: the words the dynamic linker relocated (read from the
+  ``__wasm_apply_data_relocs`` functions, with their values from the snapshot): function
+  pointers and data pointers. Static data is cut into objects at every address code refers to;
+- *candidates*: what the removed modules' ``PyInit`` functions reach, plus the function index
+  range of the C library each module bundles (SQLite for ``_sqlite3``, ...), plus what the cut
+  compiler entry points called;
+- *live*: everything reached from every function that is not a candidate (start-up code
+  included: it may have stored function pointers anywhere in the heap). A candidate is removed
+  only if it is not live;
+- a guard against objects cut too finely: a candidate whose pointer is stored within
+  :data:`GUARD` bytes after an address live code refers to is kept, with what it reaches.
+
+Removed functions' table slots become null; the removed modules' ``PyInit`` slots point at a
+function raising ``ImportError``, and the cut compiler entry points raise ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+
+from . import wasm_code
+from .wasm_module import Module
+
+__all__ = ["COMPILER_ENTRY_POINTS", "GUARD", "Plan", "plan"]
+
+#: CPython entry points into its parser and compiler; each returns NULL (0) with an exception
+#: set on failure, which is what the replacement does.
+COMPILER_ENTRY_POINTS = (
+    "_PyParser_ASTFromString", "_PyParser_ASTFromFile", "_PyParser_InteractiveASTFromFile",
+    "_PyAST_Compile", "_PySymtable_Build", "PyAST_obj2mod", "PyAST_mod2obj", "_PyAST_Validate",
+    "_PyCompile_CodeGen", "_PyCompile_Assemble",
+)
+
+#: C libraries vendored into a builtin module: names of their functions. A library's
+#: functions are contiguous in the module (one object file), so the whole index range between
+#: the first and the last of them is a candidate (the live closure keeps anything else in it).
+BUNDLED_LIBRARIES = {
+    "_sqlite3": r"^sqlite3",
+    "_decimal": r"^mpd_",
+    "pyexpat": r"^(XML_|XmlInit|PyExpat_XML)",
+    "zlib": r"^(deflate|inflate)$",
+}
+
+#: bytes after a live reference within which a stored pointer keeps its function
+GUARD = 4096
+
+_RELOC_FUNCTION = "__wasm_apply_data_relocs"
+
+
+@dataclass
+class Plan:
+    removed: set[int] = field(default_factory=set)  # defined-function indices
+    modules: list[str] = field(default_factory=list)  # builtin modules removed
+    module_inits: dict[int, str] = field(default_factory=dict)  # table slot -> module
+    compiler: list[int] = field(default_factory=list)  # functions whose body is replaced
+    guarded: int = 0  # candidates kept by the guard
+    candidates: set[int] = field(default_factory=set)  # what was considered for removal
+
+
+class _Graph:
+    def __init__(self, mod: Module, names: dict[int, str], memory: bytes, static: tuple[int, int],
+                 table: int) -> None:
+        self.mod, self.names, self.static = mod, names, static
+        n_imported = len(mod.imported_functions)
+        if n_imported:
+            raise ValueError("pruning expects a module without function imports")
+        self.size = mod.tables[table][1]
+        self.slots: list[int | None] = [None] * self.size
+        for e in mod.elems:
+            if e.mode == "active" and e.table == table and e.offset_value is not None:
+                for k, f in enumerate(e.items):
+                    self.slots[e.offset_value + k] = f
+        values = [mod.global_initial(i) for i in range(len(mod.globals))]
+        # a library's __table_base is where its element segment starts: only a constant added
+        # to one of those is a function address (a constant added to a GOT entry is not)
+        table_bases = {e.offset_value for e in mod.elems if e.mode == "active" and e.table == table}
+        reloc_functions = {i for i, n in names.items() if n.endswith(_RELOC_FUNCTION)}
+        self.relocs: dict[int, int] = {}
+        word = memoryview(memory).cast("B")
+        for i in reloc_functions:
+            for address, _value in wasm_code.straight_line_stores(mod.codes[i], values.__getitem__):
+                if address + 4 <= len(memory):
+                    self.relocs[address] = int.from_bytes(word[address:address + 4], "little")
+        self.facts = [wasm_code.facts(b) for b in mod.codes]
+        self.data_refs: list[list[int]] = []
+        self.slot_refs: list[list[int]] = []
+        starts: set[int] = set()
+        lo, hi = static
+        for i, f in enumerate(self.facts):
+            d: list[int] = []
+            s: list[int] = []
+            if i not in reloc_functions:  # their references are the relocated words themselves
+                certain = len(f.global_offsets)
+                for n, (g, k) in enumerate(f.global_offsets + f.derived_offsets):
+                    v = values[g]
+                    if v is None:
+                        continue
+                    v = (v + k) & 0xFFFFFFFF
+                    if lo <= v < hi:
+                        d.append(v)
+                        if n < certain:  # only certain references cut objects
+                            starts.add(v)
+                    elif v < self.size and (k == 0 or values[g] in table_bases):
+                        s.append(v)
+                # a static base plus a run-time index plus a load's offset
+                data_bases = {values[g] for g, _k in f.global_offsets
+                              if values[g] is not None and lo <= values[g] < hi}  # type: ignore[operator]
+                d += [b + k for b in data_bases for k in f.memory_offsets if lo <= b + k < hi]
+            self.data_refs.append(d)
+            self.slot_refs.append(s)
+        starts.update(v for v in self.relocs.values() if lo <= v < hi)
+        self.starts = sorted(starts)
+        self.object_relocs: dict[int, list[int]] = {}
+        for address in sorted(self.relocs):
+            o = self.object(address)
+            if o is not None:
+                self.object_relocs.setdefault(o, []).append(self.relocs[address])
+        self.reloc_addresses = sorted(self.relocs)
+
+    def object(self, address: int) -> int | None:
+        k = bisect.bisect_right(self.starts, address) - 1
+        return k if k >= 0 else None
+
+    def closure(self, functions: list[int], slot_override: dict[int, int | None],
+                opaque: set[int]) -> tuple[set[int], set[int]]:
+        """Functions and objects reached from ``functions``; the edges of ``opaque`` functions
+        (whose bodies will be replaced) are not followed."""
+        seen_f: set[int] = set()
+        seen_o: set[int] = set()
+        todo = list(functions)
+        objects: list[int] = []
+        slots, lo, hi, size = self.slots, self.static[0], self.static[1], self.size
+
+        def slot(s: int) -> None:
+            g = slot_override.get(s, slots[s]) if s in slot_override else slots[s]
+            if g is not None:
+                todo.append(g)
+
+        while todo or objects:
+            while todo:
+                f = todo.pop()
+                if f in seen_f:
+                    continue
+                seen_f.add(f)
+                if f in opaque:
+                    continue
+                fa = self.facts[f]
+                todo.extend(fa.calls)
+                todo.extend(fa.ref_funcs)
+                for s in self.slot_refs[f]:
+                    slot(s)
+                for a in self.data_refs[f]:
+                    o = self.object(a)
+                    if o is not None and o not in seen_o:
+                        seen_o.add(o)
+                        objects.append(o)
+            while objects:
+                for v in self.object_relocs.get(objects.pop(), ()):
+                    if v < size:
+                        slot(v)
+                    elif lo <= v < hi:
+                        o = self.object(v)
+                        if o is not None and o not in seen_o:
+                            seen_o.add(o)
+                            objects.append(o)
+        return seen_f, seen_o
+
+
+def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, table: int,
+         keep_modules: set[str], keep_compiler: bool) -> Plan:
+    """What to remove from a fused module (indices of its defined functions)."""
+    result = Plan()
+    by_name: dict[str, int] = {}
+    for i, n in names.items():
+        by_name.setdefault(n, i)
+    inits = {n[len("PyInit_"):]: i for n, i in by_name.items() if n.startswith("PyInit_")}
+    result.modules = sorted(m for m in inits if m not in keep_modules)
+    cut = [] if keep_compiler else [by_name[n] for n in COMPILER_ENTRY_POINTS if n in by_name]
+    if not result.modules and not cut:
+        return result
+    static_lo = min((d.offset for d in mod.datas if d.offset is not None), default=0)
+    g = _Graph(mod, names, memory, (static_lo, heap_base), table)
+
+    removed_inits = {inits[m] for m in result.modules}
+    seeds = sorted(removed_inits)
+    for module in result.modules:
+        pattern = BUNDLED_LIBRARIES.get(module)
+        if pattern:
+            members = [i for i, n in names.items() if re.search(pattern, n)]
+            if members:
+                seeds += range(min(members), max(members) + 1)
+    for c in cut:
+        seeds += g.facts[c].calls + g.facts[c].ref_funcs
+    candidates, _ = g.closure(seeds, {}, set())
+    candidates |= set(seeds)
+    candidates -= set(cut)
+
+    init_slots = {s: None for s, f in enumerate(g.slots) if f in removed_inits}
+    result.module_inits = {s: names[g.slots[s]][len("PyInit_"):] for s in init_slots}  # type: ignore[index]
+    rest = [f for f in range(len(mod.codes)) if f not in candidates]
+    while True:
+        live, live_objects = g.closure(rest, init_slots, set(cut))
+        removed = candidates - live
+        # the guard: a pointer in an object that directly follows a live one may belong to
+        # the live one (objects are cut where code refers, not where they really end)
+        guarded = set()
+        for address in g.reloc_addresses:
+            v = g.relocs[address]
+            if v < g.size and v not in init_slots and g.slots[v] in removed:
+                o = g.object(address)
+                if o is not None and o not in live_objects and o > 0 and o - 1 in live_objects:
+                    guarded.add(g.slots[v])
+        if not guarded:
+            break
+        result.guarded += len(guarded)
+        rest += sorted(guarded)
+    result.removed = removed  # type: ignore[assignment]
+    result.candidates = candidates
+    result.compiler = cut
+    return result
