@@ -76,7 +76,7 @@ class Plan:
 
 class _Graph:
     def __init__(self, mod: Module, names: dict[int, str], memory: bytes, static: tuple[int, int],
-                 table: int) -> None:
+                 table: int, libraries: list[range]) -> None:
         self.mod, self.names, self.static = mod, names, static
         n_imported = len(mod.imported_functions)
         if n_imported:
@@ -101,13 +101,17 @@ class _Graph:
         self.facts = [wasm_code.facts(b) for b in mod.codes]
         self.data_refs: list[list[int]] = []
         self.slot_refs: list[list[int]] = []
+        self.start_referrers: dict[int, set[int]] = {}  # address -> functions citing it exactly
         starts: set[int] = set()
         lo, hi = static
         for i, f in enumerate(self.facts):
             d: list[int] = []
             s: list[int] = []
             if i not in reloc_functions:  # their references are the relocated words themselves
-                certain = len(f.global_offsets)
+                # a bundled library's code cites only its own statics (at any offset) and other
+                # symbols by their start: all its references cut objects
+                certain = len(f.global_offsets) + (len(f.derived_offsets)
+                                                   if any(i in lib for lib in libraries) else 0)
                 for n, (g, k) in enumerate(f.global_offsets + f.derived_offsets):
                     v = values[g]
                     if v is None:
@@ -117,12 +121,9 @@ class _Graph:
                         d.append(v)
                         if n < certain:  # only certain references cut objects
                             starts.add(v)
+                            self.start_referrers.setdefault(v, set()).add(i)
                     elif v < self.size and (k == 0 or values[g] in table_bases):
                         s.append(v)
-                # a static base plus a run-time index plus a load's offset
-                data_bases = {values[g] for g, _k in f.global_offsets
-                              if values[g] is not None and lo <= values[g] < hi}  # type: ignore[operator]
-                d += [b + k for b in data_bases for k in f.memory_offsets if lo <= b + k < hi]
             self.data_refs.append(d)
             self.slot_refs.append(s)
         starts.update(v for v in self.relocs.values() if lo <= v < hi)
@@ -183,6 +184,35 @@ class _Graph:
         return seen_f, seen_o
 
 
+def _may_belong_to_live(g: _Graph, o: int, live: set[int], removable: set[int]) -> bool:
+    """Whether object ``o`` may really be the tail of a live object before it (objects are cut
+    where code cites an address, which may be inside a bigger object): a live object starts
+    less than GUARD bytes before, with no boundary of removable data (:func:`_own_data`)
+    between."""
+    k = o
+    while k > 0:
+        if _own_data(g, k, removable):
+            return False
+        k -= 1
+        if g.starts[o] - g.starts[k] >= GUARD:
+            return False
+        if k in live:
+            return True
+    return False
+
+
+def _own_data(g: _Graph, o: int, removable: set[int]) -> bool:
+    """Whether object ``o`` starts data of the removable code's own: only removable code cites
+    its start, and none of it cites the object before. C code cites another compilation unit's
+    statics by their start (a symbol), so the object before, not cited by the removable code,
+    is another unit's and cannot run into this one. (The exception, an interned string inside
+    ``_PyRuntime`` cited by one module only, has no function pointer after it before the next
+    cited address.)"""
+    citing = g.start_referrers.get(g.starts[o], set())
+    before = g.start_referrers.get(g.starts[o - 1], set())
+    return bool(citing) and citing <= removable and not (before & removable)
+
+
 def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, table: int,
          keep_modules: set[str], keep_compiler: bool) -> Plan:
     """What to remove from a fused module (indices of its defined functions)."""
@@ -195,17 +225,18 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
     cut = [] if keep_compiler else [by_name[n] for n in COMPILER_ENTRY_POINTS if n in by_name]
     if not result.modules and not cut:
         return result
-    static_lo = min((d.offset for d in mod.datas if d.offset is not None), default=0)
-    g = _Graph(mod, names, memory, (static_lo, heap_base), table)
-
-    removed_inits = {inits[m] for m in result.modules}
-    seeds = sorted(removed_inits)
+    libraries: list[range] = []
     for module in result.modules:
         pattern = BUNDLED_LIBRARIES.get(module)
         if pattern:
             members = [i for i, n in names.items() if re.search(pattern, n)]
             if members:
-                seeds += range(min(members), max(members) + 1)
+                libraries.append(range(min(members), max(members) + 1))
+    static_lo = min((d.offset for d in mod.datas if d.offset is not None), default=0)
+    g = _Graph(mod, names, memory, (static_lo, heap_base), table, libraries)
+
+    removed_inits = {inits[m] for m in result.modules}
+    seeds = sorted(removed_inits) + [f for lib in libraries for f in lib]
     for c in cut:
         seeds += g.facts[c].calls + g.facts[c].ref_funcs
     candidates, _ = g.closure(seeds, {}, set())
@@ -225,7 +256,7 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
             v = g.relocs[address]
             if v < g.size and v not in init_slots and g.slots[v] in removed:
                 o = g.object(address)
-                if o is not None and o not in live_objects and o > 0 and o - 1 in live_objects:
+                if o is not None and _may_belong_to_live(g, o, live_objects, removed):
                     guarded.add(g.slots[v])
         if not guarded:
             break

@@ -206,9 +206,6 @@ class Facts:
     #: (global index, constant) formed from a base kept in a local: less certain than
     #: global_offsets (a local may be reused), so only good as an over-approximation
     derived_offsets: list[tuple[int, int]] = field(default_factory=list)
-    #: the constant offsets of the body's loads and stores (a static address may be a base
-    #: plus a run-time index plus such an offset)
-    memory_offsets: set[int] = field(default_factory=set)
     indirect_calls: int = 0
 
 
@@ -222,14 +219,13 @@ def facts(body: bytes) -> Facts:
 
     ``global_offsets`` are the certain forms; a base read once and kept in a local
     (``global.get G; local.tee L`` ... ``local.get L; i32.const K; i32.add``: compilers keep
-    ``__memory_base`` in a local when a function uses it more than once) and the constant
-    offsets of loads and stores in a function that reads a base go to ``derived_offsets``.
+    ``__memory_base`` in a local when a function uses it more than once) goes to
+    ``derived_offsets``.
     """
     f = Facts()
     events = _events(body, _FACT_OPS)
     last = len(events) - 1
     base_of: dict[int, int] = {}  # local -> the global it was set from
-    bases = False
     for n, (op, start, end, value) in enumerate(events):
         if op == _CALL or op == _RETURN_CALL:
             f.calls.append(value)
@@ -239,10 +235,15 @@ def facts(body: bytes) -> Facts:
             base = value if op == _GLOBAL_GET else base_of[value]
             out = f.global_offsets if op == _GLOBAL_GET else f.derived_offsets
             if op == _GLOBAL_GET:
-                bases = True
                 f.global_offsets.append((base, 0))
                 if n < last and events[n + 1][0] in (_LOCAL_SET, _LOCAL_TEE) and events[n + 1][1] == end + 1:
                     base_of[events[n + 1][3]] = base
+                    # global.get G; local.tee L; i32.const K; i32.add: the value stays on the stack
+                    if events[n + 1][0] == _LOCAL_TEE and n + 1 < last:
+                        tee_end = events[n + 1][2]
+                        nop, nstart, nend, nvalue = events[n + 2]
+                        if nop == _I32_CONST and nstart == tee_end + 1 and body[nend:nend + 1] == b"\x6a":
+                            f.global_offsets.append((base, nvalue))
             # base; i32.const K; i32.add: the const's opcode is at `end`, the add after it
             if n < last:
                 nop, nstart, nend, nvalue = events[n + 1]
@@ -253,77 +254,12 @@ def facts(body: bytes) -> Facts:
                 if pop == _I32_CONST and pend + 1 == start and body[end:end + 1] == b"\x6a":
                     out.append((base, pvalue))
         elif op in (_LOCAL_SET, _LOCAL_TEE) and value in base_of:
-            # set from anything but the global it held: it holds something else from now on
-            if not (n > 0 and events[n - 1][0] == _GLOBAL_GET and events[n - 1][2] + 1 == start
-                    and events[n - 1][3] == base_of[value]):
+            # set from anything but the global it held: in text order it holds something else
+            if not (n > 0 and events[n - 1][0] == _GLOBAL_GET and events[n - 1][2] + 1 == start):
                 del base_of[value]
         elif op in (0x11, 0x13):
             f.indirect_calls += 1
-    if bases:
-        f.memory_offsets = _memarg_offsets(body)
     return f
-
-
-def _memarg_offsets(body: bytes) -> set[int]:
-    """The distinct constant offsets of the loads and stores of a body."""
-    found: set[int] = set()
-    d = body
-    p = body_start(d)
-    kind = _KIND
-    while p < len(d):
-        op = d[p]
-        p += 1
-        k = kind[op]
-        if k == _MEMARG:
-            _align, p = _uleb(d, p)
-            offset, p = _uleb(d, p)
-            if offset:
-                found.add(offset)
-        elif k is None:
-            raise CodeError(f"unsupported opcode 0x{op:02x}")
-        else:
-            p = _skip_immediate(d, p, op, k)
-    return found
-
-
-def _skip_immediate(d: bytes, p: int, op: int, k: int) -> int:
-    if k == _NONE:
-        return p
-    if k in (_IDX, _I32, _I64):
-        return _skip_leb(d, p)
-    if k == _BLOCK:
-        return p + 1 if d[p] == 0x40 or 0x6F <= d[p] <= 0x7F else _skip_leb(d, p)
-    if k == _BYTE or k == _REFNULL:
-        return p + 1
-    if k == _F32:
-        return p + 4
-    if k == _F64:
-        return p + 8
-    if k == _INDIRECT:
-        return _skip_leb(d, _skip_leb(d, p))
-    if k == _BRTABLE:
-        n, p = _uleb(d, p)
-        for _ in range(n + 1):
-            p = _skip_leb(d, p)
-        return p
-    if k == _SELECT_T:
-        n, p = _uleb(d, p)
-        return p + n
-    # 0xFC prefix
-    sub, p = _uleb(d, p)
-    if sub <= 7:
-        return p
-    if sub == 8:
-        return _skip_leb(d, p) + 1
-    if sub == 10:
-        return p + 2
-    if sub == 11:
-        return p + 1
-    if sub in (9, 13, 15, 16, 17):
-        return _skip_leb(d, p)
-    if sub in (12, 14):
-        return _skip_leb(d, _skip_leb(d, p))
-    raise CodeError(f"unsupported instruction 0xfc {sub}")
 
 
 Remap = Callable[[int], int] | Sequence[int] | None
