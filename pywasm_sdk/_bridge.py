@@ -124,19 +124,20 @@ def builtin_modules_in_use() -> list[str]:
 
 
 def anchor(entries: dict[str, object], modules: list[str]) -> bytes:
-    """The anchor: magic, format, the callables of the exported callbacks (in ABI order, 0 for
-    callbacks the module does not export), :func:`bind`, the builtin modules to keep, and the
-    reserved area.
-
-    The caller must keep the returned bytes and every entry alive (module globals).
-    """
+    """The anchor for these callables (keep the bytes and every entry alive: module globals)."""
     unknown = set(entries) - set(CALLBACKS)
     if unknown:
         raise ValueError(f"not ABI callbacks: {sorted(unknown)}")
+    return anchor_bytes([id(entries[n]) if n in entries else 0 for n in CALLBACKS], id(bind),
+                        len(hostcalls.RAW_NAMES), modules)
+
+
+def anchor_bytes(entries: list[int], bind_address: int, raw_count: int, modules: list[str]) -> bytes:
+    """Magic, format, the callables of the exported callbacks (in ABI order, 0 for callbacks the
+    module does not export), :func:`bind`, the number of raw hostcalls, the builtin modules to
+    keep, and the reserved area (built in one step from hex: see MAGIC_HEX)."""
     names = ",".join(modules).encode()
     names += b"\0" * (-len(names) % 4)
-    words = [ANCHOR_FORMAT, len(CALLBACKS)]
-    words += [id(entries[name]) if name in entries else 0 for name in CALLBACKS]
-    words += [id(bind), len(hostcalls.RAW_NAMES), RESERVED, len(names)]
+    words = [ANCHOR_FORMAT, len(entries), *entries, bind_address, raw_count, RESERVED, len(names)]
     return bytes.fromhex(MAGIC_HEX + struct.pack(f"<{len(words)}I", *words).hex() + names.hex()
                          + "00" * RESERVED)

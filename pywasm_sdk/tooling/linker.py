@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from .. import _bridge
 from . import abi as abi_mod
 from . import bridge, prune, resources, snapshot, wasm_code
+from .wasm_binary import _Reader
 from .wasm_module import (Elem, Export, Global, Import, Module, const_i32, encode_uleb,
                           function_names, name_section)
-from .wat import wasm_tools
+from . import wasm_tools
 
 __all__ = ["LinkError", "LinkReport", "link"]
 
@@ -67,6 +68,7 @@ class LinkReport:
     compiler_removed: bool = False
     removed_functions: int = 0
     functions: int = 0
+    heap_walked: bool = False  # whether the snapshot's heap was found and its free blocks zeroed
     zeroed_bytes: int = 0
     data_segments: int = 0
 
@@ -120,7 +122,7 @@ class _Linker:
     def merge(self, source: str, label: str) -> list[tuple[str, int, Ref | int]]:
         """Merge an adapter (WAT text); return its exports as (name, kind, ref or index)."""
         try:
-            adapter = Module.parse(wasm_tools("parse", "-", stdin=source.encode()))
+            adapter = Module.parse(wasm_tools.parse(source))
         except Exception as exc:  # wasm-tools' message says what is wrong in the text
             raise LinkError(f"{label}: {exc}") from exc
         if adapter.elems or adapter.datas or adapter.tables or adapter.memories or adapter.start is not None:
@@ -176,8 +178,11 @@ class _Linker:
     # -- the steps --------------------------------------------------------------------------
     def link(self, callbacks: list[str], keep_names: bool, keep_compiler: bool) -> bytes:
         memory = snapshot.Memory(self.mod.datas)
-        anchor = snapshot.Anchor.find(memory, bytes.fromhex(_bridge.MAGIC_HEX), _bridge.ANCHOR_FORMAT,
-                                      len(self.abi.callbacks))
+        try:
+            anchor = snapshot.Anchor.find(memory, bytes.fromhex(_bridge.MAGIC_HEX),
+                                          _bridge.ANCHOR_FORMAT, len(self.abi.callbacks))
+        except snapshot.AnchorError as exc:
+            raise LinkError(str(exc)) from None
         raw = bridge.raw_names(self.abi)
         if anchor.raw_count != len(raw):
             raise LinkError(f"the anchor lists {anchor.raw_count} raw hostcalls, the ABI has {len(raw)}")
@@ -216,7 +221,11 @@ class _Linker:
         self.report.exports = [name for name, _, _ in module_exports]
 
         wasm_mod = self._renumber(module_exports, keep_names)
-        self.report.zeroed_bytes = snapshot.zero_free(memory, snapshot.free_chunks(memory, heap_base))
+        pages = _Reader(self.mod.memories[0], 0).limits()[0]
+        # a heap that does not walk as dlmalloc's is left as it is (correct, only larger)
+        chunks = snapshot.free_chunks(memory, heap_base, pages * 65536)
+        self.report.heap_walked = bool(chunks)
+        self.report.zeroed_bytes = snapshot.zero_free(memory, chunks)
         wasm_mod.datas = snapshot.pack(memory)
         self.report.data_segments = len(wasm_mod.datas)
         return wasm_mod.encode()
@@ -338,20 +347,20 @@ class _Linker:
             if not live[i]:
                 live[i] = True
                 todo.extend(calls[i])
-        for i in range(n_host):
-            if not live[i]:
-                raise LinkError(f"import {host_keys[i][0]}.{host_keys[i][1]} is never used")
         final = [0] * total
         count = 0
         for i in range(total):
             if live[i]:
                 final[i] = count
                 count += 1
-        self.report.removed_functions = total - count - n_host + 0
+        self.report.removed_functions = total - count - (n_host - sum(live[:n_host]))
         self.report.functions = count
 
         out = Module(types=mod.types, tables=mod.tables, memories=mod.memories, globals=mod.globals)
-        out.imports = [Import(m, n, _KIND_FUNC, self.host[(m, n)]) for m, n in host_keys]
+        # imports only the bridges' functions that are used need (a WASI bridge for a slot the
+        # component does not have is dropped with its import)
+        out.imports = [Import(m, n, _KIND_FUNC, self.host[(m, n)])
+                       for i, (m, n) in enumerate(host_keys) if live[i]]
         fused_map = [final[n_host + i] for i in range(n_fused)]
         for i, (type_index, body) in enumerate(zip(mod.functions, mod.codes)):
             if live[n_host + i]:

@@ -83,11 +83,15 @@ class Anchor:
         return candidates[0]
 
 
-def free_chunks(memory: Memory, heap_base: int) -> list[tuple[int, int]]:
+#: dlmalloc keeps this much (at most) after its top chunk, at the end of its segment
+_TOP_FOOT = 128
+
+
+def free_chunks(memory: Memory, heap_base: int, memory_size: int) -> list[tuple[int, int]]:
     """(address, size) of every free dlmalloc chunk between heap_base and the end of memory.
 
-    The walk must end exactly at the end of memory (the top chunk); anything else means the
-    heap is not laid out as assumed, and nothing is returned.
+    The walk must end with the top chunk reaching the end of linear memory (``memory_size``
+    bytes); anything else means the heap is not laid out as assumed, and nothing is returned.
     """
     data = memory.bytes
     end = len(data)
@@ -101,6 +105,8 @@ def free_chunks(memory: Memory, heap_base: int) -> list[tuple[int, int]]:
             return []
         nxt = p + size
         if nxt + 8 > end:  # the top chunk: free space up to the end of memory
+            if not memory_size - _TOP_FOOT <= nxt <= memory_size:
+                return []
             chunks.append((p, end - p))
             return chunks
         if not struct.unpack_from("<I", data, nxt + 4)[0] & _PINUSE:

@@ -116,8 +116,10 @@ class Elem:
     def encode(self) -> bytes:
         exprs = any(i is None for i in self.items)
         if exprs:
-            body = bytes([_FUNCREF]) + _vec([b"\xd0\x70\x0b" if i is None else
-                                             b"\xd2" + encode_uleb(i) + b"\x0b" for i in self.items])
+            body = _vec([b"\xd0\x70\x0b" if i is None else b"\xd2" + encode_uleb(i) + b"\x0b"
+                         for i in self.items])
+            if self.mode != "active" or self.table != 0:
+                body = bytes([_FUNCREF]) + body  # the reference type (implicit in flags 4)
         else:
             body = _vec([encode_uleb(i) for i in self.items])  # type: ignore[arg-type]
             if self.mode != "active" or self.table != 0:
