@@ -8,7 +8,8 @@
 ;;
 ;; Imports from "fused" are functions and globals the componentized interpreter exports (CPython's
 ;; C API, libc's allocator, the shadow stack pointer), found by export name and checked for their
-;; type. Imports from "pywasm" are constants the linker computes from the snapshot (addresses in
+;; type. A data symbol such as PyExc_TypeError is the global holding its absolute address (the
+;; dynamic linker's resolved entry, a mutable global); load it to get the PyObject*. Imports from "pywasm" are constants the linker computes from the snapshot (addresses in
 ;; the anchor, see pywasm_sdk/_bridge.py).
 ;;
 ;; The thread state: componentize-py's runtime released it after pre-initialisation and took it
@@ -29,9 +30,8 @@
   (import "fused" "PyErr_Clear" (func $PyErr_Clear))
   (import "fused" "PyErr_SetString" (func $PyErr_SetString (param i32 i32)))
   (import "fused" "PyErr_WriteUnraisable" (func $PyErr_WriteUnraisable (param i32)))
-  (import "fused" "PyExc_TypeError" (global $PyExc_TypeError i32))
-  (import "fused" "PyExc_ImportError" (global $PyExc_ImportError i32))
-  (import "fused" "PyExc_RuntimeError" (global $PyExc_RuntimeError i32))
+  (import "fused" "PyExc_TypeError" (global $PyExc_TypeError (mut i32)))
+  (import "fused" "PyExc_ImportError" (global $PyExc_ImportError (mut i32)))
   (import "fused" "PyLong_FromLong" (func $PyLong_FromLong (param i32) (result i32)))
   (import "fused" "PyLong_FromUnsignedLong" (func $PyLong_FromUnsignedLong (param i32) (result i32)))
   (import "fused" "PyLong_FromUnsignedLongLong" (func $PyLong_FromUnsignedLongLong (param i64) (result i32)))
@@ -122,13 +122,16 @@
 
   ;; What the linker puts where it removed code (pywasm_sdk/tooling/prune.py): the PyInit
   ;; function of a builtin module the plugin never imported, and the body of each entry point
-  ;; into CPython's parser and compiler. Both answer NULL with an exception, as those C
-  ;; functions do on failure.
+  ;; into CPython's parser and compiler. Both answer NULL with an ImportError, as those C
+  ;; functions answer NULL with an exception on failure. ImportError for the compiler too:
+  ;; what is missing is a part of CPython, and the standard library treats ImportError as
+  ;; "not available here" (traceback, for one, computes its carets with ast.parse and falls
+  ;; back without them on ImportError).
   (func (export "pywasm:module_unavailable") (result i32)
     (call $PyErr_SetString (i32.load (global.get $PyExc_ImportError)) (global.get $module_message))
     (i32.const 0))
   (func (export "pywasm:compiler_unavailable") (result i32)
-    (call $PyErr_SetString (i32.load (global.get $PyExc_RuntimeError)) (global.get $compiler_message))
+    (call $PyErr_SetString (i32.load (global.get $PyExc_ImportError)) (global.get $compiler_message))
     (i32.const 0))
 
   ;; True when a C API conversion returned its error value and set an exception.

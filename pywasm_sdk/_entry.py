@@ -13,11 +13,14 @@ import sys
 from . import _boundary
 
 
-def finish_import(real_paths: dict[str, str]) -> None:
+def finish_import(real_paths: dict[str, str], source_folders: tuple[str, ...]) -> None:
+    """Map build-time folders to real ones in tracebacks, and keep the source lines of the
+    plugin's own modules (those under ``source_folders``: not the SDK's or the standard
+    library's, which would only grow every plugin's memory)."""
     _boundary.path_map.update(real_paths)
     for module in list(sys.modules.values()):
         name = getattr(module, "__file__", None) or ""
-        if name.endswith(".py") and name.startswith(tuple(real_paths)):
+        if name.endswith(".py") and name.startswith(source_folders):
             lines = linecache.getlines(name)
             if lines:
                 # mtime None: linecache.checkcache() keeps the entry although the file is gone

@@ -64,9 +64,11 @@ def fused_like_module(*, anchor: bool = True, c_api: dict[str, str] | None = Non
       (global (export "__heap_base") (mut i32) (i32.const 0x8000))
       (global $mb i32 (i32.const 0x1000))
       (global $tb i32 (i32.const 1))
+      ;; a library exports data symbols relative to its memory base; the resolved, absolute
+      ;; addresses are exported as "<library>:<symbol>" (mutable, like a GOT entry)
       (global (export "PyExc_TypeError") i32 (i32.const 0x100))
-      (global (export "PyExc_ImportError") i32 (i32.const 0x104))
-      (global (export "PyExc_RuntimeError") i32 (i32.const 0x108))
+      (global (export "libpython3.14.so:PyExc_TypeError") (mut i32) (i32.const 0x1100))
+      (global (export "libpython3.14.so:PyExc_ImportError") (mut i32) (i32.const 0x1104))
       (table $imports (export "$imports") 1 1 funcref)
       (table $fns (export "__indirect_function_table") 5 funcref)
       (elem (table $imports) (i32.const 0) func $wall_stub)
@@ -106,6 +108,13 @@ def _heap() -> bytes:
 
 def link_small(callbacks=("proxy_on_request_headers",), **kwargs):
     return linker.link(fused_like_module(**kwargs), list(callbacks), keep_names=True)
+
+
+def test_data_symbols_resolve_to_their_absolute_address():
+    link = linker._Linker(fused_like_module(), ABI)
+    resolved = link.data_symbol("PyExc_TypeError")
+    assert link.mod.global_initial(resolved) == 0x1100  # not the library-relative 0x100
+    assert link.data_symbol("__stack_pointer") == link.export("__stack_pointer", 3)
 
 
 def test_small_module_links_into_a_module_envoy_accepts():

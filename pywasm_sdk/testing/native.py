@@ -4,12 +4,12 @@ Fast and debuggable (a breakpoint in the plugin works), and as close to the .was
 allows: the plugin is imported fresh (same path rules as ``pywasm build``), the SDK's real
 dispatcher (:class:`pywasm_sdk._dispatch.Exports`) is called, only for the callbacks the .wasm
 would export (``used_callbacks()``), and the host is installed behind the SDK's one seam
-(:func:`pywasm_sdk.hostcalls.install`) through an adapter that checks arguments the way the wasm
-bindings do (a wrong type, an int out of range, a str that is not valid Unicode: the .wasm traps,
-so natively it is a PluginTrap that reaches the test even if the plugin catches it).
+(:func:`pywasm_sdk.hostcalls.install`) through an adapter that checks arguments the way the
+module's bridge does (a wrong type is a TypeError, an int out of range an OverflowError, a str
+that is not valid Unicode a UnicodeEncodeError: exceptions the plugin can catch).
 ``print``, ``sys.stderr`` and ``logging`` reach the proxy log during callbacks, as in the .wasm.
-A callback result the ABI cannot carry (not an int, out of range) is reported as the
-:class:`~.errors.PluginTrap` it would be in wasm.
+A callback result the ABI cannot carry (not an int, out of range) is logged as the .wasm's
+bridge logs it and the callback answers its default.
 
 One at a time: the SDK keeps its runtime state (registrations, contexts, the installed host) in
 module globals, so only one native guest can be started per process at a time; :meth:`close`
@@ -33,8 +33,9 @@ from .. import _dispatch, hostcalls
 from .. import log as sdk_log
 from ..errors import NoHostError
 from ..tooling import abi as abi_mod
+from ..tooling.bridge import callback_default
 from ..tooling.build import BuildError, resolve_plugin
-from .errors import HostMisuseError, PluginLoadError, PluginTrap
+from .errors import HostMisuseError, PluginLoadError
 from .host import HostState
 
 __all__ = ["NativeGuest"]
@@ -44,32 +45,23 @@ _RANGES = {"u32": (0, (1 << 32) - 1), "i32": (-(1 << 31), (1 << 31) - 1),
 
 
 def _check_argument(call: str, name: str, kind: str, value: Any) -> Any:
-    """Refuse what the wasm bindings refuse. There componentize-py cannot convert the argument and
-    panics: the VM traps, the plugin cannot catch it. Here it is a PluginTrap."""
-    problem = None
+    """Refuse what the module's bridge refuses (pywasm_sdk/tooling/bridge.py converts with
+    CPython's C API), with the exception it raises there."""
     if kind == "bytes":
-        if isinstance(value, (bytearray, memoryview)):
-            return bytes(value)
         if not isinstance(value, bytes):
-            problem = f"{name} must be bytes, not {type(value).__name__}"
+            raise TypeError(f"{call}(): {name} must be bytes, not {type(value).__name__}")
     elif kind == "string":
         if not isinstance(value, str):
-            problem = f"{name} must be str, not {type(value).__name__}"
-        else:
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:  # lone surrogates cannot become a WIT string
-                problem = f"{name} is not valid Unicode ({exc.reason} at {exc.start})"
+            raise TypeError(f"{call}(): {name} must be str, not {type(value).__name__}")
+        value.encode("utf-8")  # lone surrogates: UnicodeEncodeError, as PyUnicode_AsUTF8AndSize
     elif not isinstance(value, int):
-        problem = f"{name} must be int, not {type(value).__name__}"
-    else:
+        raise TypeError(f"{call}(): {name} must be int, not {type(value).__name__}")
+    if kind not in ("bytes", "string"):
         low, high = _RANGES["u32" if kind == "bool" else kind]
         if not low <= value <= high:
-            problem = f"{name}={value} does not fit in {kind}"
-    if problem is not None:
-        raise PluginTrap(f"{call}(): {problem}; in the .wasm the bindings cannot convert it and the VM "
-                         "traps (the plugin cannot catch that)", callback=call)
-    return int(value) if kind not in ("bytes", "string") else value
+            raise OverflowError(f"{call}(): {name}={value} does not fit in {kind}")
+        return int(value)
+    return value
 
 
 class _Hostcalls:
@@ -91,11 +83,10 @@ class _Hostcalls:
         params = call.params
 
         def hostcall(*args: Any) -> Any:
+            if len(args) != len(params):
+                raise TypeError("pywasm: a raw hostcall was called with the wrong number of arguments")
+            checked = [_check_argument(call.name, p.name, p.type, a) for p, a in zip(params, args)]
             try:
-                if len(args) != len(params):
-                    raise PluginTrap(f"{call.name}() takes {len(params)} arguments ({len(args)} given); "
-                                     "in the .wasm the VM traps", callback=call.name)
-                checked = [_check_argument(call.name, p.name, p.type, a) for p, a in zip(params, args)]
                 return method(*checked)
             except BaseException as exc:
                 if host.fatal is None:
@@ -186,19 +177,19 @@ class NativeGuest:
         return self._check_result(name, args[0] if args else 0, result)
 
     def _check_result(self, name: str, context_id: int, result: Any) -> int | None:
-        kind = self._abi.callbacks[name].result
-        if kind is None:
+        """The answer as the bridge converts it (PyLong_AsLong); one it cannot convert is
+        reported as the bridge reports it (sys.unraisablehook, so in the proxy log) and the
+        callback answers its default."""
+        callback = self._abi.callbacks[name]
+        if callback.result is None:
             return None
-        if kind == "bool":
-            if isinstance(result, bool):
-                return int(result)
-            what = "a bool"
-        else:
-            if isinstance(result, int) and 0 <= result <= 0xFFFFFFFF:
-                return int(result)
-            what = "an action (a u32)"
-        raise PluginTrap(f"{name} returned {result!r} ({type(result).__name__}); the proxy expects {what}, "
-                         "so in the .wasm this traps the VM", callback=name, context_id=context_id)
+        if isinstance(result, int) and -(1 << 31) <= result <= 0xFFFFFFFF:
+            return int(result) & 0xFFFFFFFF
+        problem = (f"TypeError: '{type(result).__name__}' object cannot be interpreted as an integer"
+                   if not isinstance(result, int) else "OverflowError: Python int too large to convert to C long")
+        with self._output:
+            print(f"Exception ignored in: {name}\n{problem}", file=sys.stderr)
+        return callback_default(callback)
 
     def close(self) -> None:
         if NativeGuest._active is not self:

@@ -118,6 +118,20 @@ class _Linker:
             raise LinkError(f"the fused module exports {len(found)} {what}s named {name!r}, expected one")
         return found[0].index
 
+    def data_symbol(self, name: str) -> int:
+        """The global holding the absolute address of a data symbol (or another global).
+
+        A library exports its data symbols relative to its ``__memory_base``; the component's
+        linker also exports, as ``<library>:<name>``, the globals it resolved for the other
+        libraries (its GOT): those hold the absolute address, and they all agree.
+        """
+        resolved = [e for e in self.mod.exports
+                    if e.kind == _KIND_GLOBAL and e.name.rpartition(":")[2] == name and ":" in e.name]
+        values = {self.mod.global_initial(e.index) for e in resolved}
+        if len(values) > 1:
+            raise LinkError(f"the fused module's resolved addresses of {name!r} disagree: {sorted(values)}")
+        return resolved[0].index if resolved else self.export(name, _KIND_GLOBAL)
+
     # -- merging adapter modules ----------------------------------------------------------
     def merge(self, source: str, label: str) -> list[tuple[str, int, Ref | int]]:
         """Merge an adapter (WAT text); return its exports as (name, kind, ref or index)."""
@@ -148,7 +162,7 @@ class _Linker:
                     funcs.append(("host", key))
             elif imp.kind == _KIND_GLOBAL:
                 if imp.module == FUSED:
-                    index = self.export(imp.name, _KIND_GLOBAL)
+                    index = self.data_symbol(imp.name)
                     g = self.mod.globals[index]
                     if bytes([g.valtype, int(g.mutable)]) != imp.desc:
                         raise LinkError(f"{where}: the fused module's global has another type")

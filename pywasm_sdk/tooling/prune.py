@@ -26,7 +26,7 @@ The proof, on a graph of functions and static data:
   :data:`GUARD` bytes after an address live code refers to is kept, with what it reaches.
 
 Removed functions' table slots become null; the removed modules' ``PyInit`` slots point at a
-function raising ``ImportError``, and the cut compiler entry points raise ``RuntimeError``.
+function raising ``ImportError``, and so do the cut compiler entry points.
 """
 
 from __future__ import annotations

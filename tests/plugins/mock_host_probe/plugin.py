@@ -3,7 +3,7 @@
 Not an example to copy. HTTP (by ``:path``):
   /echo        reads every request header and writes them all back (round trip of str values)
   /raise       raises inside on_request_headers (the SDK's exception boundary)
-  /bad-return  on_response_headers returns a value the ABI cannot carry (traps in wasm)
+  /bad-return  on_response_headers returns a value the ABI cannot carry (logged, CONTINUE)
   /abort       os.abort() (a trap without a Python traceback; wasm only)
   /local       answers 403 itself; every response gets x-probe from on_response_headers
   /auth        awaits an HTTP call to cluster "auth"; 200 -> x-auth header, else a local 403
@@ -17,7 +17,7 @@ Not an example to copy. HTTP (by ``:path``):
   /print       print() and the logging module
   /reset       resets the stream
   /env         copies os.environ["PROBE_ENV"] into a request header
-  /bad-hostcall-type, -range   a raw hostcall with an argument the bindings cannot convert
+  /bad-hostcall-type, -range   a raw hostcall with an argument the bridge cannot convert (raises)
   /bad-hostcall-text           a raw hostcall with text that is not valid Unicode (made safe)
   /late        reads the request headers and request.path in on_response_headers (Envoy no longer
                holds them there)
@@ -104,7 +104,7 @@ class ProbeHttp(HttpContext):
         elif path == "/env":
             self.request_headers.add("x-env", os.environ.get("PROBE_ENV", "<unset>"))
         elif path.startswith("/bad-hostcall-"):
-            try:  # a trap cannot be caught: this except never runs in the .wasm
+            try:
                 if path == "/bad-hostcall-type":
                     hostcalls.proxy_log(2, b"bytes where the ABI takes a string")
                 elif path == "/bad-hostcall-text":
