@@ -36,10 +36,11 @@ RESERVED = 4096
 #: modules componentize-py's start-up imports to support WIT types and async functions.
 #: A plugin's world has no WIT types and no async exports, so light stand-ins keep
 #: ``dataclasses``/``typing``/``inspect``/``ast``/... out of every plugin's snapshot unless
-#: the plugin imports them itself.
+#: the plugin imports them itself. (componentize-py also imports ``random``, for a seed it
+#: only uses with real WASI: a stand-in too, but only if the plugin did not import it.)
 _STAND_INS = ("componentize_py_types", "componentize_py_async_support",
-              "componentize_py_async_support.streams", "componentize_py_async_support.futures",
-              "random")
+              "componentize_py_async_support.streams", "componentize_py_async_support.futures")
+_LATE_STAND_INS = ("random",)
 
 
 class _StandIn:
@@ -65,9 +66,11 @@ class _StandIn:
         """Reseeding happens when the VM starts (see _dispatch), not in componentize-py."""
 
 
-def install_stand_ins() -> None:
-    """Put stand-ins in ``sys.modules`` for componentize-py modules nobody imported yet."""
-    for name in _STAND_INS:
+def install_stand_ins(late: bool = False) -> None:
+    """Put stand-ins in ``sys.modules`` for the modules componentize-py's start-up imports and
+    nobody imported yet: its own before the plugin is imported, the standard library's
+    (``late``) after it."""
+    for name in _LATE_STAND_INS if late else _STAND_INS:
         if name not in sys.modules:
             module = type(sys)(name)
             module.__dict__.update({k: v for k, v in vars(_StandIn).items() if not k.startswith("__")})
@@ -76,7 +79,7 @@ def install_stand_ins() -> None:
 
 
 def _forget_stand_ins() -> None:
-    for name in _STAND_INS:
+    for name in (*_STAND_INS, *_LATE_STAND_INS):
         if getattr(sys.modules.get(name), "__pywasm_stand_in__", False):
             del sys.modules[name]
 

@@ -24,6 +24,11 @@ class GuestMemory:
         self._memory = memory
         self._store = store
 
+    @property
+    def size(self) -> int:
+        """Bytes of linear memory (a multiple of 64 KiB pages): what a leak makes grow."""
+        return self._memory.data_len(self._store)
+
     def _fits(self, ptr: int, size: int) -> bool:
         return 0 <= ptr and 0 <= size and ptr + size <= self._memory.data_len(self._store)
 

@@ -155,6 +155,15 @@ class MockHost:
         return self._guest.exports
 
     @property
+    def memory_pages(self) -> int | None:
+        """The module's linear memory in 64 KiB pages (``None`` natively). The allocator takes
+        pages and never gives them back, so memory that leaks per request shows here as growth
+        over many requests."""
+        if self._guest.kind != "wasm":
+            return None
+        return self._guest.memory.size // 65536  # type: ignore[attr-defined]
+
+    @property
     def logs(self) -> Logs:
         """Everything the plugin logged, in order (level and message)."""
         return self.state.logs

@@ -135,6 +135,7 @@ import {source.module}  # the plugin (hostcalls raise NoHostError while it is im
 
 finish_import({real_paths!r}, ({plugin_folder!r},))
 log.route_standard_output()
+_bridge.install_stand_ins(late=True)
 _EXPORTS = _dispatch.Exports()
 _ENTRIES = {{name: getattr(_EXPORTS, name) for name in {callbacks!r}}}
 # the linker finds the Python side through the anchor, and keeps the builtin modules it names
