@@ -5,8 +5,11 @@ that the plugin's code never runs in the build process and every build starts cl
 child imports the plugin exactly as the pre-initialisation inside the build will (no host
 attached), and writes what it found to RESULT.json:
 
-- ``{"ok": true, "callbacks": [...], "roots": [...], "modules": [...]}``: the ABI callbacks
-  the registered classes use, the root_ids, and the plugin's own modules;
+- ``{"ok": true, "callbacks": [...], "roots": [...], "modules": [...], "sources": {...}}``: the
+  ABI callbacks the registered classes use, the root_ids, the plugin's own modules (those in its
+  folder), and the file of every module the import loaded from outside the standard library and
+  the SDK (the plugin's modules, in whatever layout, and the packages it uses): what the build
+  cache key hashes (:mod:`.build_cache`);
 - ``{"ok": false, "error": "...", "file": ..., "line": ...}``: a message that says what was wrong
   and where.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import sysconfig
 import traceback
 from pathlib import Path
 
@@ -82,7 +86,27 @@ def run(plugin_dir: Path, module: str) -> dict:
         if getattr(mod, "__file__", None) and Path(mod.__file__).resolve().is_relative_to(plugin_dir)
     )
     return {"ok": True, "callbacks": _dispatch.used_callbacks(),
-            "roots": [r.root_id for r in _dispatch.registrations()], "modules": modules}
+            "roots": [r.root_id for r in _dispatch.registrations()], "modules": modules,
+            "sources": _sources()}
+
+
+def _sources() -> dict[str, str]:
+    """Module name -> file, for the loaded modules that a build compiles in from outside the
+    standard library and the SDK (componentize-py brings its own standard library, and the
+    build cache hashes the SDK as a whole)."""
+    import pywasm_sdk
+
+    paths = sysconfig.get_paths()
+    skip = [Path(p).resolve() for p in (paths["stdlib"], paths["platstdlib"], *pywasm_sdk.__path__)]
+    found = {}
+    for name, mod in list(sys.modules.items()):
+        file = getattr(mod, "__file__", None)
+        if name == "__main__" or not isinstance(file, str):
+            continue
+        path = Path(file).resolve()
+        if not any(path.is_relative_to(folder) for folder in skip):
+            found[name] = str(path)
+    return dict(sorted(found.items()))
 
 
 def main() -> None:
