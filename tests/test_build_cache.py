@@ -120,19 +120,25 @@ def manifest(sdk: Path, **overrides) -> str:
     return key_manifest(**args)
 
 
-def test_the_sdk_is_hashed_wherever_it_is_installed_but_not_its_mock_host(tmp_path):
+def test_the_sdk_is_hashed_wherever_it_is_installed_but_only_what_the_build_uses(tmp_path):
     sdk = sdk_copy(tmp_path)
     before = manifest(sdk)
-    assert "sdk tooling/build.py " in before and "sdk _dispatch.py " in before
-    assert "sdk testing/" not in before and "sdk tooling/bench/" not in before
-    edit(sdk / "testing" / "host.py")
-    edit(sdk / "tooling" / "bench" / "stats.py")
+    assert "sdk tooling/build.py " in before and "sdk tooling/linker.py " in before
+    assert "sdk _dispatch.py " in before and "sdk tooling/preflight.py " in before
+    for unused in ("testing/host.py", "tooling/bench/stats.py", "tooling/run.py", "tooling/cli.py"):
+        assert f"sdk {unused} " not in before
+        edit(sdk / unused)
     assert manifest(sdk) == before
     for changed in ("tooling/linker.py", "hostcalls.py"):
         edit(sdk / changed)
         after = manifest(sdk)
         assert after != before
         before = after
+    # a module the linker starts to import becomes part of the key
+    (sdk / "tooling" / "newpass.py").write_text("X = 1\n")
+    assert manifest(sdk) == before
+    edit(sdk / "tooling" / "linker.py", "\nfrom . import newpass  # noqa\n")
+    assert "sdk tooling/newpass.py " in manifest(sdk)
 
 
 def test_abi_and_build_folders_are_hashed(tmp_path):

