@@ -133,6 +133,7 @@ import wit_world
 from pywasm_sdk import _dispatch, hostcalls, log
 from pywasm_sdk._entry import finish_import
 
+from pywasm_sdk._unavailable import install; install()  # ssl, socket, threads...: import, refuse use
 import {source.module}  # the plugin (hostcalls raise NoHostError while it is imported)
 
 finish_import({plugin_paths!r})
@@ -143,6 +144,34 @@ log.route_standard_output()
 class WitWorld(_dispatch.Exports, wit_world.WitWorld):
     pass
 '''
+
+
+def package_paths() -> list[Path]:
+    """Where the Python that runs the build finds installed packages: its site-packages, the
+    folders its .pth files add (editable installs) and $PYTHONPATH, in its own order.
+
+    Asked of a fresh interpreter, so the answer does not depend on what the calling process
+    did to its sys.path (pytest, for one, adds the rootdir).
+    """
+    probe = "import json, os, sys; print(json.dumps([sys.path, os.path.dirname(os.__file__)]))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tempfile.gettempdir())
+    if proc.returncode != 0:
+        raise BuildError(f"cannot ask {sys.executable} where its packages are:\n{proc.stderr.strip()}")
+    entries, stdlib = json.loads(proc.stdout)
+    found = []
+    for entry in entries:
+        path = Path(entry).resolve() if entry else None  # "" is the working directory of -c
+        if path and path.is_dir() and path != Path(stdlib).resolve() and path.name != "lib-dynload":
+            found.append(path)
+    return found
+
+
+def _unique(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        if path.resolve() not in out:
+            out.append(path.resolve())
+    return out
 
 
 def preflight(source: PluginSource) -> dict:
@@ -194,17 +223,19 @@ def build(plugin: str | os.PathLike[str], output: str | os.PathLike[str], *,
         (work / "wit" / "world.wit").write_text(abi_mod.wit_world())
         # componentize-py maps each -p folder to /0, /1, ... in that order; tracebacks and
         # error messages show those names, so the entry module and _explain map them back.
-        search = [work, source.folder, resources.sdk_source_root()]
+        search = _unique([work, source.folder, resources.sdk_source_root(), *package_paths()])
         path_map = {f"/{n}/": p for n, p in enumerate(search)}
         (work / f"{ENTRY_MODULE}.py").write_text(_entry_source(source, path_map))
 
         stage("compile", "compiling with componentize-py (CPython 3.14, pre-initialised)")
         component = work / "plugin.component.wasm"
-        cmd = [sys.executable, "-c", "import sys; from componentize_py import script; sys.exit(script())",
-               "-q", "-d", str(work / "wit"), "-w", abi_mod.WORLD_NAME, "componentize", "--stub-wasi",
-               ENTRY_MODULE, "-o", str(component)]
-        cmd += [arg for p in search for arg in ("-p", str(p))]
-        _run(cmd, "componentize-py", source, path_map)
+        # componentize-py's Python API takes the path as given; its command line would append
+        # the site-packages of whichever python3 is first on PATH (or of $VIRTUAL_ENV).
+        args = [[str(work / "wit")], [abi_mod.WORLD_NAME], [], False, None, [str(p) for p in search],
+                [], ENTRY_MODULE, str(component), True, [], [], False, None]
+        _run([sys.executable, "-c", "import json, sys, componentize_py; "
+              "componentize_py.componentize(*json.loads(sys.argv[1]))", json.dumps(args)],
+             "componentize-py", source, path_map)
 
         stage("fuse", "fusing the component into one core module (meld)")
         fused, import_map = work / "fused.wasm", work / "importmap.json"

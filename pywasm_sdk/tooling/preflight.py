@@ -2,8 +2,11 @@
 
 Run in a child process (``python -m pywasm_sdk.tooling.preflight RESULT.json DIR MODULE``) so
 that the plugin's code never runs in the build process and every build starts clean. The
-child imports the plugin exactly as the pre-initialisation inside the build will (no host
-attached), and writes what it found to RESULT.json:
+child imports the plugin as the pre-initialisation inside the build will: no host attached, the
+SDK's stand-ins for what cannot work inside the proxy installed (``pywasm_sdk._unavailable``, as
+in the generated entry module), and imports the proxy's CPython cannot do refused
+(:mod:`.proxy_python`: compiled extensions of packages, C modules it is built without). It writes
+what it found to RESULT.json:
 
 - ``{"ok": true, "callbacks": [...], "roots": [...], "modules": [...], "sources": {...}}``: the
   ABI callbacks the registered classes use, the root_ids, the plugin's own modules (those in its
@@ -52,9 +55,13 @@ def _async_problems(registrations: list) -> list[str]:
 
 
 def run(plugin_dir: Path, module: str) -> dict:
-    from pywasm_sdk import _dispatch
+    from pywasm_sdk import _dispatch, _unavailable
     from pywasm_sdk.errors import NoHostError
 
+    from . import proxy_python
+
+    proxy_python.install()
+    _unavailable.install()  # in front of it, as the entry module installs it in the proxy
     sys.path.insert(0, str(plugin_dir))
     try:
         __import__(module)
@@ -63,16 +70,20 @@ def run(plugin_dir: Path, module: str) -> dict:
                 "line": exc.lineno, "text": (exc.text or "").rstrip("\n")}
     except ModuleNotFoundError as exc:
         file, line = _where(exc, plugin_dir)
+        refused = proxy_python.refusal_behind(exc)
         return {"ok": False, "file": file, "line": line,
-                "error": f"cannot import module {exc.name!r}: it is neither in the plugin's folder, "
-                         "the standard library nor the installed packages"}
+                "error": f"cannot import module {exc.name!r}: " + (
+                    refused.reason if refused else "it is neither in the plugin's folder, the standard "
+                                                   "library nor the installed packages")}
     except NoHostError as exc:
         file, line = _where(exc, plugin_dir)
         return {"ok": False, "file": file, "line": line, "error": f"a hostcall at import time: {exc}"}
     except BaseException as exc:  # noqa: BLE001 - any failure of the plugin is reported
         file, line = _where(exc, plugin_dir)
+        refused = proxy_python.refusal_behind(exc)
         return {"ok": False, "file": file, "line": line,
-                "error": "importing the plugin raised:\n" + "".join(traceback.format_exception(exc)).rstrip()}
+                "error": (f"cannot import module {refused.name!r}: {refused.reason}\n" if refused else "")
+                + "importing the plugin raised:\n" + "".join(traceback.format_exception(exc)).rstrip()}
     if not _dispatch.registrations():
         return {"ok": False, "file": str(plugin_dir / f"{module}.py"), "line": None,
                 "error": "the plugin registers no root context: call register(...) at module level, "
