@@ -31,6 +31,7 @@ TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import ModuleType
+    from typing import Any
 
 TLS = ("TLS is not available inside the proxy (its CPython has no ssl support, and a plugin "
        "cannot open connections). Call the service through an Envoy cluster that uses TLS: "
@@ -140,7 +141,7 @@ class Finder:
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> ModuleSpec | None:
         if name == "ssl":
-            return ModuleSpec("ssl", _StandIn(), origin="pywasm_sdk stand-in")
+            return ModuleSpec("ssl", _StandIn(), origin="pywasm_sdk stand-in")  # type: ignore[arg-type]
         if name not in PATCHES and name not in COMPANIONS or name in self._looking:
             return None
         self._looking.add(name)  # the other finders locate the real module
@@ -192,7 +193,7 @@ def fill_ssl(ns: dict[str, object]) -> None:
                  "DER_cert_to_PEM_cert", "PEM_cert_to_DER_cert", "RAND_bytes", "RAND_status", "RAND_add",
                  "get_protocol_name"):
         ns[name] = refusal(f"ssl.{name}", TLS)
-    enums: list[type] = [
+    enums: list[Any] = [
         IntEnum("VerifyMode", {"CERT_NONE": 0, "CERT_OPTIONAL": 1, "CERT_REQUIRED": 2}, module="ssl"),
         IntEnum("_SSLMethod", {"PROTOCOL_TLS": 2, "PROTOCOL_TLSv1": 3, "PROTOCOL_TLSv1_1": 4,
                                "PROTOCOL_TLSv1_2": 5, "PROTOCOL_TLS_CLIENT": 16,

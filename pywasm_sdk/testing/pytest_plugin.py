@@ -94,7 +94,7 @@ def pywasm_build() -> Callable[..., Path]:
 @pytest.fixture(params=MODES)
 def host_mode(request: pytest.FixtureRequest) -> str:
     """``"native"`` then ``"wasm"``: a test using it runs once per mode."""
-    return request.param
+    return str(request.param)
 
 
 @pytest.fixture
