@@ -129,7 +129,7 @@ class ModuleCache:
                 self.directory = None  # e.g. a read-only home: compile every time, as without a cache
         return self._key
 
-    def _mac(self, secret: bytes, key: str, serialized: bytes) -> bytes:
+    def _mac(self, secret: bytes, key: str, serialized: bytes | bytearray) -> bytes:
         # the name is signed too: a valid file copied under another module's name is refused
         return hmac.new(secret, f"{self._version}/{key}\n".encode() + serialized, hashlib.sha256).digest()
 
