@@ -23,7 +23,7 @@ from .callouts import (GrpcCallError, GrpcResponse, GrpcStream, GrpcStreamHandle
                        HttpResponse)
 from .contexts import Context, HttpContext, RootContext, StreamContext
 from .errors import (BadArgument, CasMismatch, ConfigurationError, HostCallError, NoHostError,
-                     NotFound, ParseFailure, PyWasmError, Unimplemented)
+                     NotAvailableInProxy, NotFound, ParseFailure, PyWasmError, Unimplemented)
 from .foreign import LifeSpan, call_foreign_function, clear_route_cache, set_envoy_filter_state
 from .hostcalls import get_current_time_ns
 from .http import Buffer, HeaderMap
@@ -39,7 +39,7 @@ __all__ = [
     "ConfigurationError", "Context", "Counter", "Gauge", "GrpcCallError", "GrpcResponse",
     "GrpcStream", "GrpcStreamHandler", "HeaderMap", "Histogram", "HostCallError", "HttpCallError",
     "HttpContext", "HttpResponse", "LifeSpan", "LogLevel", "MapType", "MetricType", "NoHostError",
-    "NotFound", "ParseFailure", "PeerType", "PyWasmError", "RootContext", "SharedQueue",
+    "NotAvailableInProxy", "NotFound", "ParseFailure", "PeerType", "PyWasmError", "RootContext", "SharedQueue",
     "SharedValue", "Status", "StreamContext", "StreamType", "Unimplemented",
     "call_foreign_function", "clear_route_cache", "get_current_time_ns", "get_property",
     "get_property_bool", "get_property_int", "get_property_list", "get_property_map",

@@ -24,6 +24,14 @@ from .http import (DOWNSTREAM_DATA, REQUEST_BODY, REQUEST_HEADERS, REQUEST_TRAIL
                    HeaderPairs, pairs_to_bytes)
 from .wire import to_bytes
 
+TYPE_CHECKING = False  # the aliases below exist for type checkers only
+if TYPE_CHECKING:
+    from typing import TypeAlias, TypeVar
+
+    _T = TypeVar("_T")
+    #: a callback that may be ``async def`` answers its value or a coroutine that returns it
+    MaybeAwaitable: TypeAlias = "_T | Awaitable[_T]"
+
 #: gRPC status meaning "no grpc-status header" for send_local_response
 _NO_GRPC_STATUS = -1
 
@@ -47,7 +55,7 @@ class Context:
         """The proxy is done with this context. Return False to finish later with ``done()``."""
         return True
 
-    def on_log(self) -> None:
+    def on_log(self) -> MaybeAwaitable[None]:
         """Access-log time: request and response headers are still readable."""
 
     def on_delete(self) -> None:
@@ -100,7 +108,7 @@ class Context:
             waiter.fn = functools.partial(self.on_http_call_response, token)  # type: ignore[attr-defined]
         return token
 
-    def on_http_call_response(self, token: int, response: HttpResponse) -> None:
+    def on_http_call_response(self, token: int, response: HttpResponse) -> MaybeAwaitable[None]:
         """The answer to a ``dispatch_http_call`` made without a callback."""
 
     def grpc_call(self, cluster: str, service: str, method: str, message: bytes, *,
@@ -152,10 +160,10 @@ class RootContext(Context):
         reject it, which makes Envoy reject the listener or filter configuration."""
         return True
 
-    def on_tick(self) -> None:
+    def on_tick(self) -> MaybeAwaitable[None]:
         """The timer set with ``set_tick_period`` fired."""
 
-    def on_queue_ready(self, queue_id: int) -> None:
+    def on_queue_ready(self, queue_id: int) -> MaybeAwaitable[None]:
         """A shared queue this root context registered has items."""
 
     def new_http_context(self, context_id: int) -> HttpContext | None:
@@ -192,28 +200,28 @@ class HttpContext(Context):
         super().__init__(context_id)
         self.root = root
 
-    def on_request_headers(self, num_headers: int, end_of_stream: bool) -> Action | None:
+    def on_request_headers(self, num_headers: int, end_of_stream: bool) -> MaybeAwaitable[Action | None]:
         """Request headers arrived (readable and writable through ``self.request_headers``)."""
         return Action.CONTINUE
 
-    def on_request_body(self, body_size: int, end_of_stream: bool) -> Action | None:
+    def on_request_body(self, body_size: int, end_of_stream: bool) -> MaybeAwaitable[Action | None]:
         """A chunk of request body arrived; ``body_size`` is what is buffered so far.
         Return PAUSE to buffer until ``end_of_stream``."""
         return Action.CONTINUE
 
-    def on_request_trailers(self, num_trailers: int) -> Action | None:
+    def on_request_trailers(self, num_trailers: int) -> MaybeAwaitable[Action | None]:
         """Request trailers arrived."""
         return Action.CONTINUE
 
-    def on_response_headers(self, num_headers: int, end_of_stream: bool) -> Action | None:
+    def on_response_headers(self, num_headers: int, end_of_stream: bool) -> MaybeAwaitable[Action | None]:
         """Response headers arrived (``self.response_headers``)."""
         return Action.CONTINUE
 
-    def on_response_body(self, body_size: int, end_of_stream: bool) -> Action | None:
+    def on_response_body(self, body_size: int, end_of_stream: bool) -> MaybeAwaitable[Action | None]:
         """A chunk of response body arrived (see on_request_body)."""
         return Action.CONTINUE
 
-    def on_response_trailers(self, num_trailers: int) -> Action | None:
+    def on_response_trailers(self, num_trailers: int) -> MaybeAwaitable[Action | None]:
         """Response trailers arrived."""
         return Action.CONTINUE
 
@@ -256,22 +264,22 @@ class StreamContext(Context):
         super().__init__(context_id)
         self.root = root
 
-    def on_new_connection(self) -> Action | None:
+    def on_new_connection(self) -> MaybeAwaitable[Action | None]:
         """A client connected; return PAUSE to hold the connection."""
         return Action.CONTINUE
 
-    def on_downstream_data(self, data_size: int, end_of_stream: bool) -> Action | None:
+    def on_downstream_data(self, data_size: int, end_of_stream: bool) -> MaybeAwaitable[Action | None]:
         """Bytes from the client (``self.downstream_data``)."""
         return Action.CONTINUE
 
-    def on_upstream_data(self, data_size: int, end_of_stream: bool) -> Action | None:
+    def on_upstream_data(self, data_size: int, end_of_stream: bool) -> MaybeAwaitable[Action | None]:
         """Bytes from the upstream (``self.upstream_data``)."""
         return Action.CONTINUE
 
-    def on_downstream_connection_close(self, peer: PeerType) -> None:
+    def on_downstream_connection_close(self, peer: PeerType) -> MaybeAwaitable[None]:
         """The client side closed (``peer`` says which side closed it)."""
 
-    def on_upstream_connection_close(self, peer: PeerType) -> None:
+    def on_upstream_connection_close(self, peer: PeerType) -> MaybeAwaitable[None]:
         """The upstream side closed."""
 
     def resume_downstream(self) -> None:

@@ -5,6 +5,10 @@
     │                           `pywasm build` (pre-initialisation). Move the call into a callback.
     ├── ConfigurationError      raise it from on_configure / on_vm_start to reject a configuration:
     │                           the SDK logs its message (no traceback) and answers false.
+    ├── NotAvailableInProxy     the plugin used what cannot work inside the proxy (TLS, sockets,
+    │                           threads, processes, ...); the message says what to do instead
+    │                           (docs/packages.md). Also an OSError and a RuntimeError, so code
+    │                           that copes with a failed connection or thread start copes with it.
     └── HostCallError           the host answered a hostcall with a status other than OK.
         │                       `.call` is the hostcall, `.status` the Status. Usually a bug: the
         │                       call was made in a callback where it is not available.
@@ -33,6 +37,14 @@ class NoHostError(PyWasmError):
 
 class ConfigurationError(PyWasmError):
     """Raised by a plugin to reject its configuration with a message for the operator."""
+
+
+class NotAvailableInProxy(PyWasmError, OSError, RuntimeError):
+    """What the plugin used cannot work inside the proxy; the message says what to do instead.
+
+    Raised by the stand-ins of :mod:`pywasm_sdk._unavailable` (``ssl.create_default_context()``,
+    ``socket.create_connection()``, ``threading.Thread.start()``, ``subprocess.run()``, ...).
+    """
 
 
 class HostCallError(PyWasmError):

@@ -14,7 +14,8 @@ from ._abi import BufferType, MapType
 from .wire import to_bytes, to_str
 
 HeaderValue = str | bytes
-HeaderPairs = Iterable[tuple[HeaderValue, HeaderValue]] | Mapping[HeaderValue, HeaderValue]
+# a Mapping is invariant in its keys: dict[str, str] must match without a cast
+HeaderPairs = Iterable[tuple[HeaderValue, HeaderValue]] | Mapping[str, HeaderValue] | Mapping[bytes, HeaderValue]
 
 #: hostcalls pass at most this many bytes; "everything from start" in a buffer read
 _ALL = 0xFFFFFFFF

@@ -31,7 +31,7 @@ def encode_pairs(pairs: list[tuple[bytes, bytes]]) -> bytes:
     if len(pairs) > PAIRS_MAX_COUNT:
         raise ValueError(f"{len(pairs)} pairs: the host accepts at most {PAIRS_MAX_COUNT}")
     sizes = [len(pairs).to_bytes(4, "little")]
-    data = []
+    data: list[bytes] = []
     for key, value in pairs:
         sizes.append(struct.pack("<II", len(key), len(value)))
         data += (key, b"\0", value, b"\0")

@@ -6,6 +6,8 @@ import copy
 import hashlib
 import io
 import json
+import tarfile
+import zlib
 
 import pytest
 import yaml
@@ -274,3 +276,95 @@ def test_large_local_module_gets_a_configmap_warning(pywasm_build, capsys):
     wasm = pywasm_build(EXAMPLES / "http_headers")
     _, text = manifests(capsys, str(wasm), "--kind", "envoyfilter")
     assert "too large for a ConfigMap (1 MiB)" in text
+
+
+def printed_digest(capsys, argv: list[str]) -> str:
+    """Run ``pywasm oci ARGV``; the WasmPlugin sha256 it prints."""
+    assert main(["oci", *argv]) == 0, capsys.readouterr().err
+    return next(line.split()[-1] for line in capsys.readouterr().out.splitlines()
+                if "WasmPlugin sha256:" in line)
+
+
+def test_oci_sha256_is_read_from_the_image_that_is_pushed(tmp_path, capsys):
+    module = write_module(tmp_path, "http", "m")
+    image = tmp_path / "m.tar"
+    # annotations change the digest: computing it from a fresh image would be wrong here
+    pushed = printed_digest(capsys, [str(module), "-o", str(image), "--tag", "0.1.0",
+                                     "--annotation", "org.opencontainers.image.source=https://git.example/m"])
+    assert pushed != oci.build_image(module.read_bytes()).manifest_digest.removeprefix("sha256:")
+    documents, text = manifests(capsys, str(module), "--kind", "wasmplugin", "--kind", "envoyfilter",
+                                "--url", "oci://reg.example.com/m:0.1.0", "--image", str(image))
+    docs = by_kind(documents)
+    assert docs["WasmPlugin"]["spec"]["sha256"] == pushed
+    [patch] = [p for p in docs["EnvoyFilter"]["spec"]["configPatches"] if p["applyTo"] == "EXTENSION_CONFIG"]
+    code = patch["patch"]["value"]["typed_config"]["config"]["vm_config"]["code"]
+    assert code["remote"]["sha256"] == pushed
+    assert f"sha256 is the manifest digest of the image in {image}" in text
+    assert "computed" not in text
+
+
+def test_oci_sha256_from_an_image_layout_folder(tmp_path, capsys):
+    module = write_module(tmp_path, "tcp", "m")
+    pushed = printed_digest(capsys, [str(module), "-o", str(tmp_path / "m.tar")])
+    folder = tmp_path / "layout"
+    with tarfile.open(tmp_path / "m.tar") as archive:
+        archive.extractall(folder, filter="data")
+    (wp,), _ = manifests(capsys, str(module), "--kind", "wasmplugin", "--url", "reg.example.com/m",
+                         "--image", str(folder))
+    assert wp["spec"]["sha256"] == pushed
+
+
+def test_oci_image_with_several_tags_is_chosen_by_the_url_tag(tmp_path):
+    wasm = write_module(tmp_path, "http").read_bytes()
+    folder = tmp_path / "layout"
+    images = [oci.build_image(wasm, tag=tag, annotations={"org.example.n": tag}) for tag in ("1", "2")]
+    for image in images:
+        for name, data in image.files().items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+    index = {"schemaVersion": 2, "manifests": [json.loads(i.index)["manifests"][0] for i in images]}
+    (folder / "index.json").write_text(json.dumps(index))
+    for image in images:
+        assert oci.layout_manifest_digest(folder, wasm, image.tag) == image.manifest_digest
+    with pytest.raises(oci.OciError, match=r"2 images in the layout and none tagged '3' \(tags: 1, 2\)"):
+        oci.layout_manifest_digest(folder, wasm, "3")
+
+
+def test_oci_image_of_another_module_is_refused(tmp_path, capsys):
+    module = write_module(tmp_path, "http", "m")
+    other = write_module(tmp_path, "tcp", "other")
+    printed_digest(capsys, [str(other), "-o", str(tmp_path / "other.tar")])
+    assert main(["manifests", str(module), "--url", "oci://r.example/m:latest",
+                 "--image", str(tmp_path / "other.tar")]) == 1
+    err = capsys.readouterr().err
+    assert f"pywasm manifests: error: --image {tmp_path / 'other.tar'}: the image sha256:" in err
+    assert "holds another module" in err
+
+
+def test_oci_image_that_is_not_a_layout_is_refused(tmp_path, capsys):
+    module = write_module(tmp_path, "http", "m")
+    for bad, expected in ((module, "not an OCI image layout"), (tmp_path, "no readable index.json")):
+        assert main(["manifests", str(module), "--url", "oci://r.example/m", "--image", str(bad)]) == 1
+        assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--url", "https://h.example/m.wasm"], "--image: the digest of an image is for an oci:// --url"),
+    ([], "--image: the digest of an image is for an oci:// --url"),
+    (["--url", "oci://r.example/m", "--sha256", "ab" * 32], "give one way to the digest"),
+])
+def test_oci_image_option_errors(extra, expected, tmp_path, capsys):
+    module = write_module(tmp_path, "http", "m")
+    assert main(["manifests", str(module), "--image", str(tmp_path / "m.tar"), *extra]) == 1
+    assert expected in capsys.readouterr().err
+
+
+def test_a_computed_oci_sha256_says_what_it_assumes(tmp_path, capsys, monkeypatch):
+    module = write_module(tmp_path, "http", "m")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    (wp,), text = manifests(capsys, str(module), "--kind", "wasmplugin", "--url", "oci://r.example/m:1")
+    assert wp["spec"]["sha256"] == oci.build_image(module.read_bytes()).manifest_digest.removeprefix("sha256:")
+    comment = " ".join(line.removeprefix("# ") for line in text.splitlines() if line.startswith("#"))
+    assert "sha256 is computed, not read from an image" in comment
+    assert f"no --annotation, SOURCE_DATE_EPOCH=1700000000, gzip by zlib {zlib.ZLIB_RUNTIME_VERSION}" in comment
+    assert "--image IMAGE.tar" in comment

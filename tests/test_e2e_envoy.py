@@ -69,8 +69,8 @@ def test_exception_in_callback_is_logged_and_request_still_answered(pywasm_build
         match = envoy.wait_for_log(r"on_request_headers raised \(context \d+\):")
         tail = envoy.log_text()[match.start():]
         assert "Traceback (most recent call last):" in tail
-        # the traceback names the plugin's real file and shows its source line
-        assert re.search(r'File ".*tests/plugins/probe\.py", line \d+, in explode', tail)
+        # the traceback names the plugin's file (relative to its folder) and shows its source line
+        assert re.search(r'File "probe\.py", line \d+, in explode', tail)
         assert 'raise RuntimeError(f"deliberate failure for {path}")' in tail
         assert "RuntimeError: deliberate failure for /raise" in tail
         # the VM is still alive: later requests run the plugin normally

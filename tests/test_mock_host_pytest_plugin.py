@@ -73,7 +73,7 @@ def test_mock_host_fixture_closes_hosts_and_checks_pending_calls(pytester):
 BUILD_AND_MODES = '''
 import types
 import wasmtime
-import pywasm_sdk.tooling.run as run_module
+import pywasm_sdk.tooling.build_cache as cache_module
 
 BUILDS = []
 MODULE = wasmtime.wat2wasm("""(module (memory (export "memory") 1)
@@ -88,7 +88,7 @@ def fake_build(plugin, output, **kwargs):
     return types.SimpleNamespace(callbacks=[])
 
 
-run_module.build = fake_build  # the real build takes ~20 s; the fixture's caching is what counts
+cache_module.build = fake_build  # the real build takes ~20 s; the fixture's caching is what counts
 
 
 def test_modes(mock_host, host_mode, tmp_path):
@@ -100,7 +100,8 @@ def test_modes(mock_host, host_mode, tmp_path):
 
 def test_built_once(pywasm_build, tmp_path):
     plugin = tmp_path / "plugin.py"
-    plugin.write_text("")
+    # (not test_modes's source: the cache would give its build, wherever the file is)
+    plugin.write_text("from pywasm_sdk import register\\nregister()  # built once\\n")
     first, second = pywasm_build(plugin), pywasm_build(plugin)
     assert first == second and first.suffix == ".wasm" and BUILDS.count(plugin.resolve()) == 1
 
@@ -112,7 +113,13 @@ def test_bad_mode(mock_host):
 '''
 
 
-def test_host_mode_and_pywasm_build(pytester):
+@pytest.fixture
+def private_build_cache(monkeypatch, tmp_path):
+    """The inner sessions' fake builds go to a cache of their own, never the user's."""
+    monkeypatch.setenv("PYWASM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_host_mode_and_pywasm_build(pytester, private_build_cache):
     pytester.makepyfile(BUILD_AND_MODES)
     result = pytester.runpytest_subprocess(*PLUGIN_ARGS, "-v")
     result.assert_outcomes(passed=4)
@@ -122,3 +129,46 @@ def test_host_mode_and_pywasm_build(pytester):
 def test_the_marker_is_registered(pytester):
     result = pytester.runpytest_subprocess(*PLUGIN_ARGS, "--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.mock_host(allow_pending_calls=False)*"])
+
+
+RELATIVE = BUILD_AND_MODES.split("def test_modes")[0] + '''
+from pathlib import Path
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def built(pywasm_build):
+    return pywasm_build("plugin.py")  # relative to this file, from a module-scoped fixture
+
+
+def test_native_host_finds_the_plugin_beside_the_test(mock_host):
+    assert mock_host("plugin.py").configured
+
+
+def test_wasm_host_builds_the_plugin_beside_the_test(mock_host, built):
+    assert mock_host("plugin.py", mode="wasm").kind == "wasm"
+    assert mock_host(built, mode="wasm").kind == "wasm"
+    assert BUILDS == [HERE / "plugin.py"]
+
+
+def test_relative_wasm_path(mock_host, built):
+    (HERE / "copy.wasm").write_bytes(built.read_bytes())
+    assert mock_host("copy.wasm").kind == "wasm"
+
+
+def test_a_missing_plugin_is_looked_for_beside_the_test(mock_host):
+    with pytest.raises(Exception, match=str(HERE / "elsewhere.py")):
+        mock_host("elsewhere.py")
+'''
+
+
+def test_relative_plugin_paths_resolve_against_the_test_file(pytester, private_build_cache):
+    suite = pytester.mkdir("suite")
+    (suite / "test_relative.py").write_text(RELATIVE)
+    (suite / "plugin.py").write_text("from pywasm_sdk import HttpContext, register\n"
+                                     "register(http=HttpContext)\n")
+    # started from the folder above: a path relative to the working directory would not be found
+    result = pytester.runpytest_subprocess(*PLUGIN_ARGS, "-q", "suite")
+    result.assert_outcomes(passed=4)

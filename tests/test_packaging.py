@@ -15,7 +15,8 @@ def test_wheel_contains_package_data_and_the_cli(tmp_path):
     (wheel,) = tmp_path.glob("pywasm_sdk-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("pywasm_sdk/_data/abi/proxy_wasm.yaml", "pywasm_sdk/_data/build/wasi_bridge.wat",
-                     "pywasm_sdk/_abi.py", "pywasm_sdk/tooling/linker.py"):
+                     "pywasm_sdk/_abi.py", "pywasm_sdk/tooling/linker.py",
+                     "pywasm_sdk/py.typed"):  # PEP 561: type checkers use the SDK's hints
         assert required in names, required
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "pywasm = pywasm_sdk.tooling.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

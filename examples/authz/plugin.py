@@ -48,7 +48,17 @@ FIELDS = {
 class Config:
     """A checked configuration: every field of FIELDS as an attribute."""
 
-    def __init__(self, values: dict) -> None:
+    cluster: str
+    authority: str
+    path: str
+    timeout_ms: int
+    credentials_header: str
+    identity_header: str
+    denied_by_header: str
+    denied_by: str
+    challenge: str
+
+    def __init__(self, values: dict[str, object]) -> None:
         self.__dict__.update(values)
 
 
@@ -84,7 +94,7 @@ def parse_config(raw: bytes) -> Config:
                                          f"got {json.dumps(value)}")
         elif value != "" or name != "authority":  # an empty authority means the default
             value = _text(name, value, header=name.endswith("_header"))
-        if name == "path" and not value.startswith("/"):
+        if name == "path" and not str(value).startswith("/"):
             raise ConfigurationError(f"field 'path': must start with '/', got {value!r}")
         values[name] = value
     values["authority"] = values["authority"] or values["cluster"]
@@ -92,7 +102,9 @@ def parse_config(raw: bytes) -> Config:
 
 
 class Authenticate(HttpContext):
-    async def on_request_headers(self, num_headers, end_of_stream):
+    root: "AuthzRoot"
+
+    async def on_request_headers(self, num_headers: int, end_of_stream: bool) -> Action:
         try:
             return await self.check()
         except Exception:
@@ -105,8 +117,8 @@ class Authenticate(HttpContext):
         credentials = self.request_headers.get(config.credentials_header)
         if not credentials:
             return self.answer(401, "missing credentials\n", (("www-authenticate", config.challenge),))
-        method = self.request_headers.get(":method", "")
-        path = self.request_headers.get(":path", "")
+        method = self.request_headers.get(":method") or ""
+        path = self.request_headers.get(":path") or ""
         try:
             verdict = await self.http_call(
                 config.cluster, path=config.path, authority=config.authority,
@@ -142,7 +154,7 @@ class AuthzRoot(RootContext):
     http_context = Authenticate
     config: Config
 
-    def on_configure(self, plugin_config):
+    def on_configure(self, plugin_config: bytes) -> bool:
         self.config = parse_config(plugin_config)
         log.info("authz: checking %s at %s%s, timeout %d ms", self.config.credentials_header,
                  self.config.cluster, self.config.path, self.config.timeout_ms)

@@ -26,6 +26,7 @@ message naming the field.
 
 import ipaddress
 import json
+from typing import Any
 
 from pywasm_sdk import (ConfigurationError, RootContext, StreamContext, log, properties, register,
                         set_envoy_filter_state)
@@ -33,6 +34,8 @@ from pywasm_sdk import (ConfigurationError, RootContext, StreamContext, log, pro
 CLUSTER_KEY = "envoy.tcp_proxy.cluster"
 DISABLE_TUNNELING_KEY = "envoy.tcp_proxy.disable_tunneling"
 _ROUTE_FIELDS = ("destination", "port", "source", "tunnel", "direct")
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Egress:
@@ -53,10 +56,11 @@ class Egress:
 class Route:
     __slots__ = ("destinations", "ports", "sources", "action")
 
-    def __init__(self, destinations, ports, sources, action: Egress) -> None:
+    def __init__(self, destinations: Network | None, ports: frozenset[int] | None, sources: Network | None,
+                 action: Egress) -> None:
         self.destinations, self.ports, self.sources, self.action = destinations, ports, sources, action
 
-    def matches(self, source, destination, port) -> bool:
+    def matches(self, source: Address | None, destination: Address | None, port: int | None) -> bool:
         if self.destinations is not None and (destination is None or destination not in self.destinations):
             return False
         if self.ports is not None and port not in self.ports:
@@ -64,7 +68,7 @@ class Route:
         return self.sources is None or (source is not None and source in self.sources)
 
 
-def _network(where: str, value):
+def _network(where: str, value: Any) -> Network:
     if not isinstance(value, str):
         raise ConfigurationError(f"{where}: expected an address or network as a string, got {json.dumps(value)}")
     try:
@@ -73,14 +77,14 @@ def _network(where: str, value):
         raise ConfigurationError(f"{where}: {exc}") from None
 
 
-def _ports(where: str, value) -> frozenset[int]:
+def _ports(where: str, value: Any) -> frozenset[int]:
     ports = value if isinstance(value, list) else [value]
     if not ports or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
         raise ConfigurationError(f"{where}: expected a port (1-65535) or a list of ports, got {json.dumps(value)}")
     return frozenset(ports)
 
 
-def _action(where: str, entry: dict) -> Egress:
+def _action(where: str, entry: dict[str, Any]) -> Egress:
     tunnel, direct = entry.get("tunnel"), entry.get("direct")
     if (tunnel is None) == (direct is None):
         raise ConfigurationError(f'{where}: give either "tunnel": "<proxy cluster>" or "direct": true')
@@ -95,7 +99,7 @@ def _action(where: str, entry: dict) -> Egress:
     return Egress(False, direct)
 
 
-def _route(where: str, entry) -> Route:
+def _route(where: str, entry: Any) -> Route:
     if not isinstance(entry, dict):
         raise ConfigurationError(f"{where}: expected an object, got {json.dumps(entry)}")
     unknown = sorted(set(entry) - set(_ROUTE_FIELDS))
@@ -134,7 +138,7 @@ def parse_config(raw: bytes) -> tuple[list[Route], Egress]:
     return parsed, _action("default", default)
 
 
-def split_address(address: str | None):
+def split_address(address: str | None) -> tuple[Address | None, int | None]:
     """(ip, port) of an "ip:port" or "[ipv6]:port" address; (None, None) when unreadable."""
     if not address:
         return None, None
@@ -149,7 +153,9 @@ def split_address(address: str | None):
 
 
 class TunnelChoice(StreamContext):
-    def on_new_connection(self):
+    root: "EgressTunnel"
+
+    def on_new_connection(self) -> None:
         source_text, destination_text = properties.source_address(), properties.destination_address()
         source, _ = split_address(source_text)
         destination, port = split_address(destination_text)
@@ -164,12 +170,12 @@ class TunnelChoice(StreamContext):
 class EgressTunnel(RootContext):
     stream_context = TunnelChoice
 
-    def on_configure(self, plugin_config):
+    def on_configure(self, plugin_config: bytes) -> bool:
         self.routes, self.default = parse_config(plugin_config)
         log.info("egress_tunnel: %d route(s), otherwise %s", len(self.routes), self.default)
         return True
 
-    def choose(self, source, destination, port) -> Egress:
+    def choose(self, source: Address | None, destination: Address | None, port: int | None) -> Egress:
         for route in self.routes:
             if route.matches(source, destination, port):
                 return route.action

@@ -55,7 +55,9 @@ def parse_config(raw: bytes) -> list[tuple[str, str]]:
 
 
 class AddHeaders(HttpContext):
-    def on_response_headers(self, num_headers, end_of_stream):
+    root: "HeadersPlugin"
+
+    def on_response_headers(self, num_headers: int, end_of_stream: bool) -> None:
         for name, value in self.root.headers:
             self.response_headers.add(name, value)
 
@@ -64,7 +66,7 @@ class HeadersPlugin(RootContext):
     http_context = AddHeaders
     headers: list[tuple[str, str]] = []
 
-    def on_configure(self, plugin_config):
+    def on_configure(self, plugin_config: bytes) -> bool:
         self.headers = parse_config(plugin_config)
         log.info("http_headers: adding %d response header(s): %s",
                  len(self.headers), ", ".join(name for name, _ in self.headers) or "(none)")

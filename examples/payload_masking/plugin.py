@@ -90,18 +90,19 @@ def is_json(content_type: str | None) -> bool:
 
 
 class MaskResponse(HttpContext):
+    root: "MaskingRoot"
     masking = False  # this response's body is held for the interceptor
     path = ""
 
-    def on_request_headers(self, num_headers, end_of_stream):
-        self.path = self.request_headers.get(":path", "")
+    def on_request_headers(self, num_headers: int, end_of_stream: bool) -> None:
+        self.path = self.request_headers.get(":path") or ""
         # An encoded (gzip, br...) body cannot be masked: ask the API for plain JSON.
         self.request_headers.remove("accept-encoding")
 
-    def on_response_headers(self, num_headers, end_of_stream):
+    def on_response_headers(self, num_headers: int, end_of_stream: bool) -> Action:
         if end_of_stream or not is_json(self.response_headers.get("content-type")):
             return Action.CONTINUE
-        encoding = self.response_headers.get("content-encoding", "identity").strip().lower()
+        encoding = (self.response_headers.get("content-encoding") or "identity").strip().lower()
         if encoding != "identity":
             log.warning("payload_masking: %s: a JSON body in %s encoding cannot be masked: 502",
                         self.path, encoding)
@@ -112,7 +113,7 @@ class MaskResponse(HttpContext):
         self.response_headers.remove("content-length")
         return Action.CONTINUE
 
-    async def on_response_body(self, body_size, end_of_stream):
+    async def on_response_body(self, body_size: int, end_of_stream: bool) -> Action:
         if not self.masking:
             return Action.CONTINUE
         if not end_of_stream:
@@ -143,7 +144,7 @@ class MaskResponse(HttpContext):
         log.debug("payload_masking: %s: masked %d bytes into %d", self.path, len(body), len(answer.body))
         return Action.CONTINUE
 
-    def on_response_trailers(self, num_trailers):
+    def on_response_trailers(self, num_trailers: int) -> Action:
         if self.masking:  # the body ended without end_of_stream: it was never masked
             log.warning("payload_masking: %s: trailers after a JSON body: not masked", self.path)
             return self.withhold()
@@ -159,7 +160,7 @@ class MaskingRoot(RootContext):
     http_context = MaskResponse
     settings: Settings
 
-    def on_configure(self, plugin_config):
+    def on_configure(self, plugin_config: bytes) -> bool:
         self.settings = Settings(os.environ)
         log.info("payload_masking: masking %s (%s) of JSON responses through %s%s",
                  ", ".join(self.settings.fields), self.settings.style, self.settings.cluster,

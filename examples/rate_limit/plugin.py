@@ -23,6 +23,7 @@ A configuration that is not this shape is rejected with a message naming the fie
 
 import json
 import re
+from typing import Any
 
 from pywasm_sdk import (Action, CasMismatch, ConfigurationError, Counter, Gauge, HttpContext, RootContext,
                         get_current_time_ns, get_shared_data, log, properties, register, set_shared_data)
@@ -54,7 +55,7 @@ class Limit:
                 f"{self.interval_ns // _NS_PER_MS} ms")
 
 
-def _positive_int(config: dict, name: str, default: int | None = None) -> int:
+def _positive_int(config: dict[str, Any], name: str, default: int | None = None) -> int:
     value = config.get(name, default)
     if value is None:
         raise ConfigurationError(f"{name}: required (a positive integer)")
@@ -63,8 +64,8 @@ def _positive_int(config: dict, name: str, default: int | None = None) -> int:
     return value
 
 
-def _choice(config: dict, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
-    value = config.get(name, default)
+def _choice(config: dict[str, Any], name: str, choices: tuple[str, ...], default: str | None = None) -> str:
+    value: str | None = config.get(name, default)
     if value is None:
         raise ConfigurationError(f"{name}: required, one of {', '.join(choices)}")
     if value not in choices:
@@ -150,7 +151,9 @@ class Bucket:
 
 
 class RateLimited(HttpContext):
-    def on_request_headers(self, num_headers, end_of_stream):
+    root: "RateLimit"
+
+    def on_request_headers(self, num_headers: int, end_of_stream: bool) -> Action:
         root = self.root
         key = self.key()
         if key is None:
@@ -181,7 +184,7 @@ class RateLimited(HttpContext):
 class RateLimit(RootContext):
     http_context = RateLimited
 
-    def on_configure(self, plugin_config):
+    def on_configure(self, plugin_config: bytes) -> bool:
         self.limit = parse_config(plugin_config)
         self.bucket = Bucket(self.limit)
         # Plugins configured with the same vm_id share the store: keep each plugin's buckets apart.

@@ -18,7 +18,7 @@ import json
 from pywasm_sdk import (ConfigurationError, RootContext, StreamContext, log, properties, register,
                         set_envoy_filter_state)
 
-DEFAULT_CLUSTERS = ("egress-router1", "egress-router2")
+DEFAULT_CLUSTERS: tuple[str, ...] = ("egress-router1", "egress-router2")
 
 
 def parse_config(raw: bytes) -> tuple[str, ...]:
@@ -48,15 +48,18 @@ def last_octet(address: str) -> int | None:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return None
-    if ip.version == 6:
-        ip = ip.ipv4_mapped
-        if ip is None:
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped
+        if mapped is None:
             return None
+        return int(mapped) & 0xFF
     return int(ip) & 0xFF
 
 
 class EgressRouting(StreamContext):
-    def on_new_connection(self):
+    root: "EgressRouter"
+
+    def on_new_connection(self) -> None:
         source = properties.source_address()
         octet = last_octet(source) if source else None
         if octet is None:
@@ -72,7 +75,7 @@ class EgressRouter(RootContext):
     stream_context = EgressRouting
     clusters = DEFAULT_CLUSTERS
 
-    def on_configure(self, plugin_config):
+    def on_configure(self, plugin_config: bytes) -> bool:
         self.clusters = parse_config(plugin_config)
         log.info("tcp_egress: routing to %s", ", ".join(self.clusters))
         return True

@@ -16,9 +16,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from ..wire import encode_pairs, to_bytes
+
+if TYPE_CHECKING:
+    from .records import LocalResponse
 
 Pairs = list[tuple[bytes, bytes]]
 
@@ -224,7 +227,7 @@ class HttpState(StreamCommon):
     #: Envoy's end_of_stream_: the end_stream flag of the latest decode/encode call
     end_of_stream: bool = False
     access_log_phase: bool = False
-    local_response: Any = None  # records.LocalResponse
+    local_response: LocalResponse | None = None
     #: the response came from the plugin (no upstream)
     local_reply_sent: bool = False
     reset: str | None = None

@@ -37,7 +37,8 @@ _BROKEN_CONNECTION = 11
 
 def _config(plugin_config: bytes | str, vm_config: bytes | str, root_id: str,
             env: Mapping[str, str] | None, options: dict[str, Any]) -> HostConfig:
-    as_bytes = lambda v: v.encode() if isinstance(v, str) else bytes(v)  # noqa: E731
+    def as_bytes(v: bytes | str) -> bytes:
+        return v.encode() if isinstance(v, str) else bytes(v)
     known = set(HostConfig.__dataclass_fields__)
     unknown = set(options) - known
     if unknown:
@@ -480,7 +481,7 @@ class MockHost:
                 self._run(root.id, "proxy_on_grpc_receive_trailing_metadata", root.id, token,
                           len(root.grpc_trailing_metadata))
             elif event == "message":
-                root.grpc_receive_buffer = bytearray(payload)  # type: ignore[arg-type]
+                root.grpc_receive_buffer = bytearray(payload)  # type: ignore[call-overload]
                 if isinstance(call, GrpcCall):
                     self.state.end_call(token)  # a unary call is over once it answered
                 self._run(root.id, "proxy_on_grpc_receive", root.id, token, len(payload))  # type: ignore[arg-type]

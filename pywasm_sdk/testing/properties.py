@@ -32,6 +32,7 @@ stream, which also override derived values.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 

@@ -6,7 +6,8 @@ Fixtures:
 
 ``mock_host``
     A factory: ``mock_host(plugin, mode="native" | "wasm", **options) -> MockHost``. ``plugin`` is
-    what ``pywasm build`` takes (a .py file or a folder with plugin.py) or a built ``.wasm``;
+    what ``pywasm build`` takes (a .py file or a folder with plugin.py) or a built ``.wasm``; a
+    relative path is relative to the test file's folder (not the working directory);
     ``mode="wasm"`` builds the plugin once per test session. ``options`` are MockHost's
     (``plugin_config``, ``vm_config``, ``root_id``, ``env``, ``clusters``, ``properties``...).
     Every host it made is closed after the test, and the test fails at teardown if the plugin
@@ -17,7 +18,9 @@ Fixtures:
     Parametrizes a test over ``"native"`` and ``"wasm"``: request it and pass it as ``mode=`` to
     run the same test both ways (they must agree).
 ``pywasm_build``
-    Session-scoped: ``pywasm_build(plugin) -> Path`` of the built .wasm, built at most once.
+    Session-scoped: ``pywasm_build(plugin, **build_options) -> Path`` of the built .wasm, built at
+    most once (``build_options``: the keyword options of ``pywasm_sdk.tooling.build.build``); a
+    relative ``plugin`` is relative to the folder of the file whose code calls it.
 
 Example::
 
@@ -31,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,33 +56,45 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _beside(file: str | os.PathLike[str] | None, plugin: str | os.PathLike[str]) -> Path:
+    """``plugin`` as given when absolute, else relative to the folder of ``file`` (the test
+    file), so a test finds its plugin whatever folder pytest was started from."""
+    path = Path(plugin)
+    if path.is_absolute() or file is None:
+        return path
+    return Path(file).resolve().parent / path
+
+
 class _Builds:
     """Plugin sources built into .wasm files: once per session, and reused across sessions
     while nothing the build depends on changed (the content-hash cache of ``pywasm run``)."""
 
     def __init__(self) -> None:
-        self._built: dict[Path, Path] = {}
+        self._built: dict[tuple[Path, tuple[tuple[str, Any], ...]], Path] = {}
 
-    def __call__(self, plugin: str | os.PathLike[str]) -> Path:
-        from ..tooling.run import cached_build  # the build toolchain only when a test needs it
+    def __call__(self, plugin: str | os.PathLike[str], **options: Any) -> Path:
+        from ..tooling.build_cache import cached_build  # the build toolchain only when a test needs it
 
-        source = Path(plugin).resolve()
-        if source not in self._built:
-            self._built[source] = cached_build(source, lambda _message: None)[0]
-        return self._built[source]
+        # relative to the file that names it (a test module, a conftest), not the working directory
+        source = _beside(sys._getframe(1).f_globals.get("__file__"), plugin).resolve()
+        key = (source, tuple(sorted(options.items())))
+        if key not in self._built:
+            self._built[key] = cached_build(source, lambda _message: None, **options)[0]
+        return self._built[key]
 
 
 @pytest.fixture(scope="session")
-def pywasm_build() -> Callable[[str | os.PathLike[str]], Path]:
-    """``pywasm_build(plugin)`` -> the path of the plugin's .wasm, built at most once per session
-    (and not again while its sources, the SDK and the tools are unchanged)."""
+def pywasm_build() -> Callable[..., Path]:
+    """``pywasm_build(plugin, **build_options)`` -> the path of the plugin's .wasm, built at most
+    once per session (and not again while the modules it imports, the SDK, the tools and the
+    options are unchanged: the build cache, see docs/workflow.md)."""
     return _Builds()
 
 
 @pytest.fixture(params=MODES)
 def host_mode(request: pytest.FixtureRequest) -> str:
     """``"native"`` then ``"wasm"``: a test using it runs once per mode."""
-    return request.param
+    return str(request.param)
 
 
 @pytest.fixture
@@ -90,7 +106,7 @@ def mock_host(request: pytest.FixtureRequest,
     def make(plugin: str | os.PathLike[str], *, mode: str = "native", **options: Any) -> MockHost:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        path = Path(plugin)
+        path = _beside(request.path, plugin)
         if path.suffix == ".wasm":
             host = MockHost.from_wasm(path, **options)
         elif mode == "wasm":

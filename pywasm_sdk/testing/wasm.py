@@ -154,7 +154,8 @@ class WasmGuest:
             ty = exports.get(name)
             if ty is None:
                 continue
-            expected = tuple(map(tuple, callback.core_signature()))
+            params, results = callback.core_signature()
+            expected = (tuple(params), tuple(results))
             if not isinstance(ty, wasmtime.FuncType) or _signature(ty) != expected:
                 raise PluginLoadError(f"{self.name}: export {name} has signature "
                                       f"{_describe(_signature(ty)) if isinstance(ty, wasmtime.FuncType) else ty}, "
@@ -167,7 +168,8 @@ class WasmGuest:
         store.set_limits(memory_size=_MAX_MEMORY)
         self._store = store
         wasi = Wasi(host, lambda: self._mem)
-        imports, problems = [], []
+        imports: list[wasmtime.Func] = []
+        problems: list[str] = []
         for imp in self.module.imports:
             func = self._import(imp, wasi, problems)
             if func is not None:
@@ -225,14 +227,16 @@ class WasmGuest:
         actual = _signature(ty)
         if imp.module == _ENV and imp.name in self._abi.hostcalls:
             call = self._abi.hostcalls[imp.name]
-            expected = tuple(map(tuple, call.core_signature()))
+            params, results = call.core_signature()
+            expected = (tuple(params), tuple(results))
             impl: Callable[..., Any] = self._hostcall(call)
         elif imp.module == _ENV and imp.name == "pthread_equal":
             expected, impl = (("i32", "i32"), ("i32",)), lambda a, b: int(a == b)
         elif imp.module == _ENV and imp.name == "emscripten_notify_memory_growth":
             expected, impl = (("i32",), ()), lambda _index: None
         elif imp.module in _WASI_MODULES and imp.name in self._abi.wasi_allowed:
-            expected = tuple(map(tuple, self._abi.wasi_allowed[imp.name]))
+            params, results = self._abi.wasi_allowed[imp.name]
+            expected = (tuple(params), tuple(results))
             impl = self._wasi_call(where, wasi.functions[imp.name])
         else:
             problems.append(f"import {where} {_describe(actual)}: not provided by the host (Envoy with ABI "
@@ -314,7 +318,7 @@ class WasmGuest:
         host, store = self._host, self._store
         assert host is not None and store is not None and self._alloc is not None
         with host.restricted(self._allocator_name, _ALLOC_ALLOWED):
-            address = self._alloc(store, _signed32(len(data))) & _M32  # type: ignore[operator]
+            address: int = self._alloc(store, _signed32(len(data))) & _M32
         if not address or not self._mem.write(address, data):
             return None
         return address
@@ -367,7 +371,7 @@ def _python_traceback(records: list[Any]) -> str | None:
     for i in range(len(records) - 1, -1, -1):
         if _TRACEBACK in records[i].message:
             if records[i].source != "stderr":
-                return records[i].message
+                return str(records[i].message)
             lines = [r.message for r in records[i:] if r.source == "stderr"]
             return "\n".join(lines)
     return None

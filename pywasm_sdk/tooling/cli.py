@@ -125,13 +125,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
             result = build(args.plugin, output, progress=_progress(args.quiet), keep_temp=args.keep_temp,
                            keep_compiler=args.keep_compiler, debug=args.debug)
             return result.output, result.size, result.callbacks
-        from .run import cached_build
+        from .build_cache import cached_build
 
-        if args.debug:
-            raise CommandError("--debug builds are not cached: drop --cache (or --debug)")
         resolve_plugin(args.plugin)  # a .wasm or a missing path is an error here, as without --cache
         cached, callbacks = cached_build(args.plugin, _progress(args.quiet) or (lambda _m: None),
-                                         keep_compiler=args.keep_compiler)
+                                         keep_compiler=args.keep_compiler, debug=args.debug)
         target = Path(output)
         if target.is_dir():
             raise CommandError(f"{target}: the output is a folder; name the .wasm file to write")
@@ -248,7 +246,7 @@ def _cmd_manifests(args: argparse.Namespace) -> int:
             plugin_config=_read_config(args.config), root_id=args.root_id, env=env, host_env=host_env,
             fail_strategy=args.fail_strategy, reload_backoff=args.reload_backoff,
             namespace=args.namespace, selector=selector,
-            context=args.context, url=args.url, path=args.path, sha256=sha256, phase=args.phase,
+            context=args.context, url=args.url, path=args.path, sha256=sha256, image=args.image, phase=args.phase,
             priority=args.priority, pull_policy=args.pull_policy, listen_port=args.listen_port,
             admin_port=args.admin_port, upstream=parse_upstream(args.upstream),
             envoy_path=args.envoy_path)
@@ -428,11 +426,12 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                     "Where the proxy gets the module: without --url, from a file on the proxy (--path for\n"
                     "Istio, --envoy-path for the bootstrap); with --url (oci://, https://, http://, file://)\n"
                     "Istio downloads it and checks its sha256, computed here (for oci://, the manifest\n"
-                    "digest of the image `pywasm oci` builds from this module).\n\n"
+                    "digest of the image given with --image, else of the image `pywasm oci` would build\n"
+                    "from this module here).\n\n"
                     "examples:\n"
                     "  pywasm manifests plugin.wasm --kind envoy -o envoy.yaml --validate\n"
                     "  pywasm manifests plugin.wasm --kind wasmplugin --url oci://reg.example/p:0.1.0 \\\n"
-                    "      --selector app=web --config '{\"header\": \"x-a\"}' --phase STATS\n"
+                    "      --image plugin.tar --selector app=web --config '{\"header\": \"x-a\"}' --phase STATS\n"
                     "  pywasm manifests plugin.wasm --kind envoyfilter --url https://files.example/p.wasm")
     p.add_argument("module", metavar="PLUGIN.wasm")
     p.add_argument("--kind", action="append", choices=M.KINDS,
@@ -462,6 +461,11 @@ def _add_manifests(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                         "(default /etc/wasm/FILE.wasm)")
     g.add_argument("--sha256", metavar="HEX", help="use this digest instead of computing it")
     g.add_argument("--no-sha256", action="store_true", help="leave the digest out")
+    g.add_argument("--image", metavar="IMAGE.tar",
+                   help="with an oci:// --url: the image you push there (the tar `pywasm oci` wrote, or an "
+                        "OCI layout folder); its manifest digest is the sha256, after checking it holds "
+                        "this module. Without it the digest is computed as `pywasm oci` would build the "
+                        "image here, and the output says what that assumes")
     g.add_argument("--namespace", help="metadata.namespace (default: none, i.e. kubectl's)")
     g.add_argument("--selector", action="append", metavar="LABEL=VALUE",
                    help="workloads to apply to (repeatable; default: every workload of the namespace)")

@@ -19,15 +19,19 @@ The wasm filter's configuration inside an EnvoyFilter is taken from the Envoy bo
 the module's location swapped, so what ``envoy --mode validate`` accepted is what Istio receives.
 
 Which sha256 goes where: for ``http(s)://`` and ``file://`` the digest of the ``.wasm`` itself; for
-``oci://`` the digest of the image *manifest* (what Istio's image fetcher compares), computed
-from the reproducible image ``pywasm oci`` builds from this same module (:mod:`.oci`).
+``oci://`` the digest of the image *manifest* (what Istio's image fetcher compares): read from the
+image that is pushed when it is given (``image``: the layout ``pywasm oci`` wrote, checked to hold
+this module), else computed from the image ``pywasm oci`` would build from this module here
+(no extra annotations, this ``SOURCE_DATE_EPOCH``, this Python's zlib), and the comment says so.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -85,6 +89,7 @@ class Options:
     url: str | None = None                                   # where Istio fetches the module
     path: str | None = None                                  # or where it is on the proxy
     sha256: str | None = None                                # None: computed; "": left out
+    image: str | None = None                                 # oci: the image layout that is pushed
     phase: str | None = None
     priority: int | None = None
     pull_policy: str | None = None
@@ -142,6 +147,11 @@ def _check(options: Options) -> None:
         raise ManifestError(f"--priority {options.priority}: must fit in a 32-bit signed integer")
     if options.sha256 and not _HEX64.fullmatch(options.sha256):
         raise ManifestError(f"--sha256 {options.sha256!r}: expected 64 lower-case hex digits")
+    if options.image is not None:
+        if options.sha256 is not None:
+            raise ManifestError("--image and --sha256/--no-sha256: give one way to the digest")
+        if not options.url or urlsplit(normalise_url(options.url)).scheme != "oci":
+            raise ManifestError("--image: the digest of an image is for an oci:// --url")
     if options.path is not None and not options.path.startswith("/"):
         raise ManifestError(f"--path {options.path!r}: give the absolute path of the module inside "
                             "the proxy's container, e.g. /etc/wasm/plugin.wasm")
@@ -237,12 +247,43 @@ def _wasm_filter(bootstrap: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError("the bootstrap has no wasm filter")  # the builders always add one
 
 
+def _oci_tag(url: str) -> str | None:
+    """The tag of an oci:// reference (``latest`` when none, as Istio; None for a digest)."""
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    if "@" in name:
+        return None
+    return name.rpartition(":")[2] if ":" in name else "latest"
+
+
 def _module_sha256(module: PluginModule, options: Options, url: str) -> str | None:
     if options.sha256 is not None:
         return options.sha256 or None
     if urlsplit(url).scheme == "oci":
-        return oci.build_image(module.data).manifest_digest.removeprefix("sha256:")
+        if options.image is not None:
+            try:
+                digest = oci.layout_manifest_digest(options.image, module.data, _oci_tag(url))
+            except oci.OciError as exc:
+                raise ManifestError(f"--image {exc}") from None
+        else:
+            digest = oci.build_image(module.data).manifest_digest
+        return digest.removeprefix("sha256:")
     return module.sha256
+
+
+def _digest_note(options: Options, url: str) -> str | None:
+    """Where an oci:// sha256 comes from, in words (for the documents' comments)."""
+    if not url.startswith("oci://") or options.sha256 is not None:
+        return None
+    if options.image is not None:
+        return (f"sha256 is the manifest digest of the image in {options.image}: push that image "
+                "unchanged\n(e.g. skopeo copy oci-archive:IMAGE.tar:TAG docker://...).")
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    return ("sha256 is computed, not read from an image: the manifest digest of the image `pywasm oci` "
+            "builds from\nthis module here (no --annotation, "
+            f"SOURCE_DATE_EPOCH={epoch or 'unset'}, gzip by zlib {zlib.ZLIB_RUNTIME_VERSION}). An image "
+            "built otherwise\n(annotations, another zlib or SOURCE_DATE_EPOCH, docker/buildah) has another "
+            "digest: pass the image\nyou push with --image IMAGE.tar, or --sha256 with the digest your "
+            "registry shows.")
 
 
 def _remote_code(module: PluginModule, options: Options, url: str) -> dict[str, Any]:
@@ -354,11 +395,13 @@ def _comments(kind: Kind, module: PluginModule, options: Options, body: dict[str
                 "Run: envoy -c envoy.yaml   (check first: envoy --mode validate -c envoy.yaml)")
     if kind == "envoyfilter":
         if options.url:
+            note = _digest_note(options, normalise_url(options.url))
             return (f"Istio EnvoyFilter ({what}, extension config discovery): the istio-agent downloads "
                     f"{normalise_url(options.url)},\nchecks its sha256 and gives Envoy a local copy; a failed "
                     "download is rejected instead of breaking the listener."
                     + ("\nA network filter through ECDS needs an Istio that offers WasmPlugin type NETWORK."
-                       if options.filter_type == "network" else ""))
+                       if options.filter_type == "network" else "")
+                    + (f"\n{note}" if note else ""))
         path = options.path or _default_path(module)
         note = (f" This module is {_size(module.size)}: too large for a ConfigMap (1 MiB); use a volume, "
                 "or --url." if module.size > _ISTIO_CONFIGMAP_LIMIT else "")
@@ -367,10 +410,9 @@ def _comments(kind: Kind, module: PluginModule, options: Options, body: dict[str
                 f"and sidecar.istio.io/userVolumeMount.{note}")
     url = body["spec"]["url"]
     lines = [f"Istio WasmPlugin ({what})."]
-    if url.startswith("oci://") and options.sha256 is None:
-        lines.append("sha256 is the manifest digest of the image `pywasm oci` builds from this module: "
-                     "push that image\nunchanged (e.g. skopeo copy oci-archive:image.tar:TAG docker://...) "
-                     "or pass --sha256.")
+    note = _digest_note(options, url)
+    if note:
+        lines.append(note)
     elif url.startswith("file://"):
         lines.append(f"The istio-agent reads the module from {url.removeprefix('file://')} in the "
                      "istio-proxy container.")

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CONFIG_MEDIA_TYPE", "INDEX_MEDIA_TYPE", "LAYER_MEDIA_TYPE", "MANIFEST_MEDIA_TYPE",
-           "VARIANT_ANNOTATION", "Blob", "Image", "OciError", "build_image", "write_layout_tar"]
+           "VARIANT_ANNOTATION", "Blob", "Image", "OciError", "build_image", "layout_manifest_digest",
+           "write_layout_tar"]
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -189,3 +190,85 @@ def write_layout_tar(image: Image, output: str | os.PathLike[str]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+#: layer media types that carry a module: a tar(.gz) holding it (compat), or the module itself (oci)
+_TAR_LAYERS = {LAYER_MEDIA_TYPE: True, "application/vnd.docker.image.rootfs.diff.tar.gzip": True,
+               "application/vnd.oci.image.layer.v1.tar": False}
+_WASM_LAYER = "application/vnd.module.wasm.content.layer.v1+wasm"
+
+
+def _layout_reader(path: Path) -> Any:
+    """A function reading one file of an image layout: a folder, or a tar of one (oci-archive)."""
+    if path.is_dir():
+        return lambda name: (path / name).read_bytes()
+    try:
+        with tarfile.open(path) as archive:
+            files = {m.name.removeprefix("./"): archive.extractfile(m).read()  # type: ignore[union-attr]
+                     for m in archive.getmembers() if m.isfile()}
+    except (OSError, tarfile.TarError) as exc:
+        raise OciError(f"{path}: not an OCI image layout (a folder, or the tar `pywasm oci` writes): {exc}") from None
+    return files.__getitem__
+
+
+def _wasm_in_layer(media_type: str, data: bytes) -> bytes | None:
+    if media_type == _WASM_LAYER:
+        return data
+    if media_type not in _TAR_LAYERS:
+        return None
+    raw = gzip.decompress(data) if _TAR_LAYERS[media_type] else data
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        files = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".wasm")]
+        chosen = next((m for m in files if Path(m.name).name == WASM_FILE_NAME), files[0] if files else None)
+        if chosen is None:
+            return None
+        extracted = tar.extractfile(chosen)
+        return extracted.read() if extracted else None
+
+
+def layout_manifest_digest(layout: str | os.PathLike[str], wasm: bytes, tag: str | None = None) -> str:
+    """``sha256:<hex>`` of the manifest of the image in ``layout`` that holds ``wasm``.
+
+    ``layout`` is an OCI image layout (a folder, or one tar of it as ``pywasm oci`` writes and
+    ``skopeo copy oci-archive:...`` pushes). The image is the one the index names ``tag``, or
+    the only one. Raises OciError when there is no such image, its blobs do not match their
+    digests, or it holds another module than ``wasm`` (so the digest is never that of the wrong
+    image).
+    """
+    path = Path(layout)
+    read = _layout_reader(path)
+
+    def blob(digest: str) -> bytes:
+        algorithm, _, hexdigest = digest.partition(":")
+        try:
+            data = read(f"blobs/{algorithm}/{hexdigest}")
+        except (OSError, KeyError):
+            raise OciError(f"{path}: blob {digest} is missing from the layout") from None
+        if algorithm != "sha256" or hashlib.sha256(data).hexdigest() != hexdigest:
+            raise OciError(f"{path}: blob {digest} does not have that digest (a damaged layout)")
+        return data
+
+    try:
+        index = json.loads(read("index.json"))
+        manifests = [d for d in index["manifests"] if d.get("mediaType") == MANIFEST_MEDIA_TYPE]
+    except (OSError, KeyError, TypeError, ValueError):
+        raise OciError(f"{path}: no readable index.json: not an OCI image layout") from None
+    tags = {(d.get("annotations") or {}).get(REF_NAME_ANNOTATION): d for d in manifests}
+    if tag is not None and tag in tags:
+        chosen = tags[tag]
+    elif len(manifests) == 1:
+        chosen = manifests[0]
+    else:
+        listed = ", ".join(str(t) for t in tags) or "none"
+        raise OciError(f"{path}: {len(manifests)} images in the layout and none tagged {tag!r} "
+                       f"(tags: {listed}); give the url's tag or a layout with one image")
+    manifest = json.loads(blob(chosen["digest"]))
+    held = [w for layer in manifest.get("layers", [])
+            if (w := _wasm_in_layer(layer.get("mediaType", ""), blob(layer["digest"]))) is not None]
+    if not held:
+        raise OciError(f"{path}: the image {chosen['digest']} holds no .wasm module")
+    if wasm not in held:
+        found = ", ".join(hashlib.sha256(w).hexdigest()[:12] for w in held)
+        raise OciError(f"{path}: the image {chosen['digest']} holds another module (sha256 {found}...) "
+                       f"than the one given (sha256 {hashlib.sha256(wasm).hexdigest()[:12]}...)")
+    return chosen["digest"]

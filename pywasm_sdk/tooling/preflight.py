@@ -2,11 +2,17 @@
 
 Run in a child process (``python -m pywasm_sdk.tooling.preflight RESULT.json DIR MODULE``) so
 that the plugin's code never runs in the build process and every build starts clean. The
-child imports the plugin exactly as the pre-initialisation inside the build will (no host
-attached), and writes what it found to RESULT.json:
+child imports the plugin as the pre-initialisation inside the build will: no host attached, the
+SDK's stand-ins for what cannot work inside the proxy installed (``pywasm_sdk._unavailable``, as
+in the generated entry module), and imports the proxy's CPython cannot do refused
+(:mod:`.proxy_python`: compiled extensions of packages, C modules it is built without). It writes
+what it found to RESULT.json:
 
-- ``{"ok": true, "callbacks": [...], "roots": [...], "modules": [...]}``: the ABI callbacks
-  the registered classes use, the root_ids, and the plugin's own modules;
+- ``{"ok": true, "callbacks": [...], "roots": [...], "modules": [...], "sources": {...}}``: the
+  ABI callbacks the registered classes use, the root_ids, the plugin's own modules (those in its
+  folder), and the file of every module the import loaded from outside the standard library and
+  the SDK (the plugin's modules, in whatever layout, and the packages it uses): what the build
+  cache key hashes (:mod:`.build_cache`);
 - ``{"ok": false, "error": "...", "file": ..., "line": ...}``: a message that says what was wrong
   and where.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+import sysconfig
 import traceback
 from pathlib import Path
 
@@ -48,9 +55,13 @@ def _async_problems(registrations: list) -> list[str]:
 
 
 def run(plugin_dir: Path, module: str) -> dict:
-    from pywasm_sdk import _dispatch
+    from pywasm_sdk import _dispatch, _unavailable
     from pywasm_sdk.errors import NoHostError
 
+    from . import proxy_python
+
+    proxy_python.install()
+    _unavailable.install()  # in front of it, as the entry module installs it in the proxy
     sys.path.insert(0, str(plugin_dir))
     try:
         __import__(module)
@@ -59,16 +70,20 @@ def run(plugin_dir: Path, module: str) -> dict:
                 "line": exc.lineno, "text": (exc.text or "").rstrip("\n")}
     except ModuleNotFoundError as exc:
         file, line = _where(exc, plugin_dir)
+        refused = proxy_python.refusal_behind(exc)
         return {"ok": False, "file": file, "line": line,
-                "error": f"cannot import module {exc.name!r}: it is neither in the plugin's folder, "
-                         "the standard library nor the installed packages"}
+                "error": f"cannot import module {exc.name!r}: " + (
+                    refused.reason if refused else "it is neither in the plugin's folder, the standard "
+                                                   "library nor the installed packages")}
     except NoHostError as exc:
         file, line = _where(exc, plugin_dir)
         return {"ok": False, "file": file, "line": line, "error": f"a hostcall at import time: {exc}"}
     except BaseException as exc:  # noqa: BLE001 - any failure of the plugin is reported
         file, line = _where(exc, plugin_dir)
+        refused = proxy_python.refusal_behind(exc)
         return {"ok": False, "file": file, "line": line,
-                "error": "importing the plugin raised:\n" + "".join(traceback.format_exception(exc)).rstrip()}
+                "error": (f"cannot import module {refused.name!r}: {refused.reason}\n" if refused else "")
+                + "importing the plugin raised:\n" + "".join(traceback.format_exception(exc)).rstrip()}
     if not _dispatch.registrations():
         return {"ok": False, "file": str(plugin_dir / f"{module}.py"), "line": None,
                 "error": "the plugin registers no root context: call register(...) at module level, "
@@ -83,7 +98,27 @@ def run(plugin_dir: Path, module: str) -> dict:
     )
     return {"ok": True, "callbacks": _dispatch.used_callbacks(),
             "roots": [r.root_id for r in _dispatch.registrations()], "modules": modules,
+            "sources": _sources(),
             "compiles_source": _compiles_source([sys.modules[m] for m in modules])}
+
+
+def _sources() -> dict[str, str]:
+    """Module name -> file, for the loaded modules that a build compiles in from outside the
+    standard library and the SDK (componentize-py brings its own standard library, and the
+    build cache hashes the SDK as a whole)."""
+    import pywasm_sdk
+
+    paths = sysconfig.get_paths()
+    skip = [Path(p).resolve() for p in (paths["stdlib"], paths["platstdlib"], *pywasm_sdk.__path__)]
+    found = {}
+    for name, mod in list(sys.modules.items()):
+        file = getattr(mod, "__file__", None)
+        if name == "__main__" or not isinstance(file, str):
+            continue
+        path = Path(file).resolve()
+        if not any(path.is_relative_to(folder) for folder in skip):
+            found[name] = str(path)
+    return dict(sorted(found.items()))
 
 
 #: builtins that compile source text at run time (they need CPython's compiler in the module)

