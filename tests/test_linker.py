@@ -10,7 +10,7 @@ import wasmtime
 from pywasm_sdk import _bridge, hostcalls
 from pywasm_sdk._abi import CALLBACKS
 from pywasm_sdk.tooling import abi as abi_mod
-from pywasm_sdk.tooling import checks, linker, wasm_binary
+from pywasm_sdk.tooling import checks, inspection, linker, wasm_binary, wasm_file
 from pywasm_sdk.tooling.wasm_module import Module, function_names
 
 from .conftest import EXAMPLES
@@ -214,5 +214,10 @@ def test_real_plugin_build_has_the_expected_shape(pywasm_build):
     # per request, only what the SDK needs and what the plugin overrides
     assert per_request == {"proxy_on_context_create", "proxy_on_response_headers", "proxy_on_delete"}
     sections = dict(info.sections)
-    assert not [n for n in sections if n.startswith("custom:")]  # no names, no dylink, no producers
-    assert sections["code"] < 4_000_000  # unused builtin modules and the compiler are gone
+    # no names, no dylink, no producers: only what the build recorded of the code's origins
+    assert [n for n in sections if n.startswith("custom:")] == ["custom:pywasm.origins"]
+    assert sections["code"] < 3_000_000  # unused builtin modules and the compiler are gone
+    origins = inspection.inspect_module(wasm_file.load(wasm)).code_origins
+    assert {"CPython core and libc", "pywasm bridge"} <= set(origins)
+    # every function counted once (the section also holds each body's size prefix)
+    assert 0.98 * sections["code"] < sum(origins.values()) < sections["code"]

@@ -113,6 +113,8 @@ def test_free_heap_chunks_are_found_and_zeroed_keeping_the_allocators_fields():
 def test_a_heap_that_does_not_walk_is_left_alone():
     memory = snapshot.Memory([Data(0, bytes(64) + b"\xff" * 64)])
     assert snapshot.free_chunks(memory, 64, 65536) == []
+    top_beyond_memory = snapshot.Memory([Data(0, bytes(56) + _chunk(0x10000) + b"x")])
+    assert snapshot.free_chunks(top_beyond_memory, 56, 0x1000) == []
 
 
 def test_data_is_packed_around_long_zero_runs():

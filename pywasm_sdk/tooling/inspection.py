@@ -13,6 +13,7 @@ Rendering is separate from gathering: :func:`inspect_module` builds a plain :cla
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,8 @@ class Report:
     functions: int
     memory_pages: int | None
     problems: list[str] = field(default_factory=list)
+    #: bytes of code by origin, as the build recorded it (empty for modules built otherwise)
+    code_origins: dict[str, int] = field(default_factory=dict)
 
     @property
     def loads_in_envoy(self) -> bool:
@@ -82,7 +85,19 @@ def inspect_module(module: PluginModule) -> Report:
         abi_versions=module.abi_versions, filter_type=kind, callbacks=module.exported_callbacks,
         exports=[ExportEntry(e.name, e.kind, e.signature) for e in info.exports],
         imports=imports, sections=list(info.sections), functions=info.function_count,
-        memory_pages=info.memory_pages, problems=problems)
+        memory_pages=info.memory_pages, problems=problems, code_origins=_code_origins(module.data))
+
+
+def _code_origins(data: bytes) -> dict[str, int]:
+    """What the build's linker recorded of where the code comes from (custom section)."""
+    from .linker import ORIGINS_SECTION
+    from .wasm_module import Module, WasmFormatError
+
+    try:
+        raw = Module.parse(data).custom(ORIGINS_SECTION)
+        return dict(json.loads(raw)["code"]) if raw else {}
+    except (WasmFormatError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _problem_of(problems: list[str], prefix: str) -> str | None:
@@ -120,6 +135,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "sections": [{"name": name, "size": size} for name, size in report.sections],
         "functions": report.functions,
         "memory_pages": report.memory_pages,
+        "code_origins": report.code_origins,
     }
 
 
@@ -170,4 +186,11 @@ def to_text(report: Report) -> str:
     width = max((len(name) for name, _ in report.sections), default=0)
     for name, size in report.sections:
         out.append(f"  {name:<{width}}  {_bytes(size):>9}  {100 * size / total:5.1f} %")
+    if report.code_origins:
+        # code is what V8 compiles whenever Envoy loads the module: start time and memory
+        out += ["", "code by origin (the plugin's and the SDK's Python is data: bytecode in the heap):"]
+        code = sum(report.code_origins.values()) or 1
+        width = max(len(name) for name in report.code_origins)
+        for name, size in report.code_origins.items():
+            out.append(f"  {name:<{width}}  {_bytes(size):>9}  {100 * size / code:5.1f} %")
     return "\n".join(out)

@@ -27,6 +27,7 @@ what it expected.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from .. import _bridge
@@ -37,10 +38,12 @@ from .wasm_module import (Elem, Export, Global, Import, Module, const_i32, encod
                           function_names, name_section)
 from . import wasm_tools
 
-__all__ = ["LinkError", "LinkReport", "link"]
+__all__ = ["ORIGINS_SECTION", "LinkError", "LinkReport", "link"]
 
 FUSED = "fused"  # adapter imports from this module name exports of the fused module
 CONSTANTS = "pywasm"  # ... and from this one, constants the linker computes
+#: the custom section in which the build leaves what the code is made of (pywasm inspect reads it)
+ORIGINS_SECTION = "pywasm.origins"
 _IMPORT_TABLE = "$imports"  # wit-component's table of the component's imports (WASI stubs)
 _FUNCTION_TABLE = "__indirect_function_table"  # C function pointers
 _METH_FASTCALL = 0x0080
@@ -68,6 +71,7 @@ class LinkReport:
     compiler_removed: bool = False
     removed_functions: int = 0
     functions: int = 0
+    code_origins: dict[str, int] = field(default_factory=dict)  # bytes of code by origin
     heap_walked: bool = False  # whether the snapshot's heap was found and its free blocks zeroed
     zeroed_bytes: int = 0
     data_segments: int = 0
@@ -395,6 +399,13 @@ class _Linker:
         if keep_names:
             names = {final[n_host + i]: name for i, name in self.names.items() if live[n_host + i]}
             out.customs.append(("name", name_section(names)))
+        kept = {i for i in range(n_fused) if live[n_host + i]}
+        entry_points = sorted({v for a in self.added for k, v in a.funcs if k == "fused"})  # type: ignore[misc]
+        origins = prune.code_origins(self.plan, kept, entry_points)  # type: ignore[arg-type]
+        origins["pywasm bridge"] = sum(len(a.body) for n, a in enumerate(self.added)
+                                       if live[n_host + n_fused + n])
+        self.report.code_origins = origins
+        out.customs.append((ORIGINS_SECTION, json.dumps({"code": origins}, sort_keys=True).encode()))
         return out
 
 

@@ -72,6 +72,8 @@ class Plan:
     compiler: list[int] = field(default_factory=list)  # functions whose body is replaced
     guarded: int = 0  # candidates kept by the guard
     candidates: set[int] = field(default_factory=set)  # what was considered for removal
+    graph: _Graph | None = field(default=None, repr=False)
+    inits: dict[str, int] = field(default_factory=dict)  # builtin module -> its PyInit function
 
 
 class _Graph:
@@ -221,10 +223,9 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
     for i, n in names.items():
         by_name.setdefault(n, i)
     inits = {n[len("PyInit_"):]: i for n, i in by_name.items() if n.startswith("PyInit_")}
+    result.inits = inits
     result.modules = sorted(m for m in inits if m not in keep_modules)
     cut = [] if keep_compiler else [by_name[n] for n in COMPILER_ENTRY_POINTS if n in by_name]
-    if not result.modules and not cut:
-        return result
     libraries: list[range] = []
     for module in result.modules:
         pattern = BUNDLED_LIBRARIES.get(module)
@@ -233,7 +234,9 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
             if members:
                 libraries.append(range(min(members), max(members) + 1))
     static_lo = min((d.offset for d in mod.datas if d.offset is not None), default=0)
-    g = _Graph(mod, names, memory, (static_lo, heap_base), table, libraries)
+    g = result.graph = _Graph(mod, names, memory, (static_lo, heap_base), table, libraries)
+    if not result.modules and not cut:
+        return result
 
     removed_inits = {inits[m] for m in result.modules}
     seeds = sorted(removed_inits) + [f for lib in libraries for f in lib]
@@ -266,3 +269,32 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
     result.candidates = candidates
     result.compiler = cut
     return result
+
+
+#: names of componentize-py's runtime (Rust, with pyo3 and wit-dylib): the bridge does its job
+_RUNTIME = re.compile(r"::|^<|^_ZN|^wit_dylib|^cabi_|^componentize_py")
+
+
+def code_origins(plan: Plan, kept: set[int], entry_points: list[int]) -> dict[str, int]:
+    """Bytes of code of the kept functions by where they come from: each builtin C module the
+    plugin uses (what only its ``PyInit`` reaches), componentize-py's runtime, and the rest of
+    CPython and libc (what the bridge's calls into the C API reach)."""
+    g = plan.graph
+    if g is None:
+        return {}
+    no_inits = {s: None for s, f in enumerate(g.slots) if f in set(plan.inits.values())}
+    core, _ = g.closure(entry_points, no_inits, set(plan.compiler))
+    owner: dict[int, str] = {}
+    for module, init in sorted(plan.inits.items()):
+        if module in plan.modules:
+            continue
+        own, _ = g.closure([init], {}, core | set(plan.compiler))
+        for f in own - core:
+            owner[f] = f"builtin module {module}" if f not in owner else "builtin modules (shared)"
+    sizes: dict[str, int] = {}
+    for f in kept:
+        name = g.names.get(f, "")
+        origin = ("componentize-py runtime (unused, Rust)" if _RUNTIME.search(name)
+                  else owner.get(f, "CPython core and libc"))
+        sizes[origin] = sizes.get(origin, 0) + len(g.mod.codes[f])
+    return dict(sorted(sizes.items(), key=lambda kv: -kv[1]))

@@ -83,15 +83,12 @@ class Anchor:
         return candidates[0]
 
 
-#: dlmalloc keeps this much (at most) after its top chunk, at the end of its segment
-_TOP_FOOT = 128
-
-
 def free_chunks(memory: Memory, heap_base: int, memory_size: int) -> list[tuple[int, int]]:
     """(address, size) of every free dlmalloc chunk between heap_base and the end of memory.
 
-    The walk must end with the top chunk reaching the end of linear memory (``memory_size``
-    bytes); anything else means the heap is not laid out as assumed, and nothing is returned.
+    The walk must go from chunk to chunk up to the top chunk, the last one in the snapshot, which
+    ends inside linear memory (``memory_size`` bytes); anything else means the heap is not laid
+    out as assumed, and nothing is returned.
     """
     data = memory.bytes
     end = len(data)
@@ -104,10 +101,12 @@ def free_chunks(memory: Memory, heap_base: int, memory_size: int) -> list[tuple[
         if size < 16 or size % 8:
             return []
         nxt = p + size
-        if nxt + 8 > end:  # the top chunk: free space up to the end of memory
-            if not memory_size - _TOP_FOOT <= nxt <= memory_size:
+        if nxt + 8 > end:
+            # the top chunk: free space up to the end of dlmalloc's segment, whose record
+            # follows it (kept); the walk covered the whole heap without a gap
+            if nxt > memory_size:
                 return []
-            chunks.append((p, end - p))
+            chunks.append((p, size))
             return chunks
         if not struct.unpack_from("<I", data, nxt + 4)[0] & _PINUSE:
             chunks.append((p, size))
@@ -118,10 +117,12 @@ def free_chunks(memory: Memory, heap_base: int, memory_size: int) -> list[tuple[
 def zero_free(memory: Memory, chunks: list[tuple[int, int]]) -> int:
     """Zero the payload of free chunks (keeping the allocator's fields); bytes zeroed."""
     zeroed = 0
+    end = len(memory.bytes)  # the top chunk reaches past the last initialised byte
     for p, size in chunks:
-        if size > _KEEP:
-            memory.bytes[p + _KEEP:p + size] = bytes(size - _KEEP)
-            zeroed += size - _KEEP
+        start, stop = p + _KEEP, min(p + size, end)
+        if stop > start:
+            zeroed += stop - start
+            memory.bytes[start:stop] = bytes(stop - start)
     return zeroed
 
 
