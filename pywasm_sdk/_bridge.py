@@ -87,12 +87,12 @@ def _forget_stand_ins() -> None:
 class _Raw:
     """The raw hostcalls, as attributes, for :func:`hostcalls.install`."""
 
-    def __init__(self, functions: tuple) -> None:
+    def __init__(self, functions: tuple[object, ...]) -> None:
         for name, fn in zip(hostcalls.RAW_NAMES, functions):
             setattr(self, name, fn)
 
 
-def bind(functions: tuple) -> None:
+def bind(functions: tuple[object, ...]) -> None:
     """Called once by the bridge when the VM first enters the plugin: the raw hostcalls,
     in ``hostcalls.RAW_NAMES`` order, become the SDK's host."""
     _forget_stand_ins()

@@ -24,8 +24,8 @@ REQUEST = {":method": "GET", ":authority": "soak", "x-user": "alice"}
 
 def _request(host: MockHost, n: int) -> None:
     stream = host.http_stream()
-    call = n % 4 == 0
-    stream.send_request_headers({**REQUEST, ":path": f"/r{n % 97}" + ("/call" if call else "")})
+    call = n % 5 == 4  # the plugin's kinds take turns: see tests/plugins/memory_soak
+    stream.send_request_headers({**REQUEST, ":path": f"/{n}"})
     if call:
         host.http_calls[-1].respond(200, body=b"bob")
         host.http_calls.clear()
@@ -49,8 +49,8 @@ def test_linear_memory_does_not_grow_per_request(pywasm_build):
         assert host.memory_pages == warm, (
             f"linear memory grew from {warm} to {host.memory_pages} pages over "
             f"{REQUESTS - WARM_UP} requests")
-        assert host.metrics.value("soak.requests") == REQUESTS
-        assert host.shared_data["soak.count"] == str(REQUESTS).encode()
+        assert host.metrics.value("soak.requests") == REQUESTS // 5
+        assert host.shared_data["soak.count"] == str(REQUESTS // 5).encode()
     finally:
         host.close()
 

@@ -162,7 +162,8 @@ class MockHost:
         over many requests."""
         if self._guest.kind != "wasm":
             return None
-        return self._guest.memory.size // 65536  # type: ignore[attr-defined]
+        size: int = self._guest.memory.size  # type: ignore[attr-defined]
+        return size // 65536
 
     @property
     def logs(self) -> Logs:
