@@ -119,8 +119,9 @@ class GrpcStreamHandler:
 class GrpcStream:
     """An open gRPC stream: send messages, half-close, cancel."""
 
-    def __init__(self, token: int) -> None:
+    def __init__(self, token: int, handlers: dict[int, Any] | None = None) -> None:
         self.token = token
+        self._handlers = handlers  # where the SDK routes this stream's events (forgotten on cancel)
 
     def send(self, message: bytes, end_of_stream: bool = False) -> None:
         hostcalls.grpc_send(self.token, message, end_of_stream)
@@ -130,7 +131,10 @@ class GrpcStream:
         hostcalls.grpc_close(self.token)
 
     def cancel(self) -> None:
+        """Reset the stream. Envoy then forgets the token: no callback of it runs again."""
         hostcalls.grpc_cancel(self.token)
+        if self._handlers is not None:
+            self._handlers.pop(self.token, None)
 
 
 # -- waiters: who is waiting for which token ------------------------------------------------
@@ -246,7 +250,7 @@ def open_grpc_stream(context_id: int, cluster: str, service: str, method: str, m
                      handler: GrpcStreamHandler) -> GrpcStream:
     token = hostcalls.grpc_stream(grpc_service(cluster), service, method, metadata)
     _streams[token] = (context_id, handler)
-    return GrpcStream(token)
+    return GrpcStream(token, _streams)
 
 
 def callback_waiter(context_id: int, fn: Callable[[Any], None]) -> _Waiter:
