@@ -49,6 +49,8 @@ _KINDS = {"envoy.filters.http.wasm": "http_filter", "envoy.filters.network.wasm"
 SETTLE_SECONDS = 0.3
 #: how often the sources are looked at, and Envoy's counters while it loads a module
 POLL_SECONDS = 0.25
+#: V8 compiles about 1 MB of code per second on a busy core: a module not reported by then is lost
+LOAD_LIMIT_SECONDS = 300.0
 
 
 # ------------------------------------------------------------------------------ ECDS
@@ -307,3 +309,7 @@ class Watcher:
             self._state = "idle"
             self.out("Envoy refused the new module (its reason is in the log above); the previous module "
                      "keeps serving")
+        elif now - since > LOAD_LIMIT_SECONDS:
+            self._state = "idle"
+            self.out(f"Envoy did not report on the new module within {LOAD_LIMIT_SECONDS:.0f} s; watching "
+                     "again (save a file to try once more)")
