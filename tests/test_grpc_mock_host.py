@@ -1,6 +1,7 @@
-"""The gRPC plugin of tests/test_e2e_grpc.py under the mock host: what it sees there is what it
-saw in the real Envoy (a unary call answers with no metadata, a deadline is status 14 with
-Envoy's text, a cancelled stream stays quiet), and its protobuf messages work natively too."""
+"""The gRPC plugin of tests/test_e2e_grpc.py under the mock host, natively and as the built
+.wasm (the same build as in Envoy): what it sees there is what it saw in the real Envoy (a unary
+call answers with no metadata, a deadline is status 14 with Envoy's text, a cancelled stream
+stays quiet)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def no_errors(host) -> None:
     assert not [r for r in host.logs if r.level >= LogLevel.ERROR], list(host.logs)
 
 
-def test_unary_call(mock_host):
-    host = mock_host(PLUGIN, clusters=["echo-grpc"])
+def test_unary_call(mock_host, host_mode):
+    host = mock_host(PLUGIN, mode=host_mode, clusters=["echo-grpc"])
     stream = open_request(host, "/unary/alice")
     (call,) = host.grpc_calls
     assert (call.cluster, call.service_name, call.method) == ("echo-grpc", "pywasm.test.Echo", "Unary")
@@ -47,8 +48,8 @@ def test_unary_call(mock_host):
     no_errors(host)
 
 
-def test_bidirectional_stream(mock_host):
-    host = mock_host(PLUGIN, clusters=["echo-grpc"])
+def test_bidirectional_stream(mock_host, host_mode):
+    host = mock_host(PLUGIN, mode=host_mode, clusters=["echo-grpc"])
     stream = open_request(host, "/chat/one,two")
     (grpc,) = host.grpc_streams
     assert [Hello.FromString(m).name for m in grpc.sent] == ["one"]
@@ -61,10 +62,10 @@ def test_bidirectional_stream(mock_host):
     no_errors(host)
 
 
-def test_cancelled_stream_is_forgotten(mock_host):
+def test_cancelled_stream_is_forgotten(mock_host, host_mode):
     """Found in Envoy: after GrpcStream.cancel(), the end of the HTTP stream cancelled the token
     again, and Envoy's NOT_FOUND was logged as an exception."""
-    host = mock_host(PLUGIN, clusters=["echo-grpc"])
+    host = mock_host(PLUGIN, mode=host_mode, clusters=["echo-grpc"])
     stream = open_request(host, "/cancel-stream")
     (grpc,) = host.grpc_streams
     grpc.send_message(Reply(text="first for cancel me").SerializeToString())
@@ -74,8 +75,8 @@ def test_cancelled_stream_is_forgotten(mock_host):
     no_errors(host)
 
 
-def test_deadline_is_unavailable_with_envoys_text(mock_host):
-    host = mock_host(PLUGIN, clusters=["echo-grpc"])
+def test_deadline_is_unavailable_with_envoys_text(mock_host, host_mode):
+    host = mock_host(PLUGIN, mode=host_mode, clusters=["echo-grpc"])
     stream = open_request(host, "/deadline/300")
     (call,) = host.grpc_calls
     assert call.timeout_ms == 300
@@ -86,8 +87,8 @@ def test_deadline_is_unavailable_with_envoys_text(mock_host):
 
 
 @pytest.mark.mock_host(allow_pending_calls=True)
-def test_the_end_of_the_stream_cancels_its_unary_call(mock_host):
-    host = mock_host(PLUGIN, clusters=["echo-grpc"])
+def test_the_end_of_the_stream_cancels_its_unary_call(mock_host, host_mode):
+    host = mock_host(PLUGIN, mode=host_mode, clusters=["echo-grpc"])
     stream = open_request(host, "/hang")
     (call,) = host.grpc_calls
     stream.complete()
