@@ -100,7 +100,12 @@ class HttpResponse:
 
 @dataclass
 class GrpcResponse:
-    """The answer to a unary gRPC call that ended with status OK."""
+    """The answer to a unary gRPC call that ended with status OK.
+
+    Envoy passes no response metadata of a unary call to a plugin (its unary gRPC client has no
+    callback for it), so in Envoy ``initial_metadata`` and ``trailing_metadata`` are empty; open
+    the method as a stream to read the server's metadata (docs/callouts.md).
+    """
 
     message: bytes
     initial_metadata: list[tuple[str, str]] = field(default_factory=list)
