@@ -199,14 +199,16 @@ class Watcher:
         self._build: subprocess.Popen[str] | None = None
         self._build_started = 0.0
         self._build_output: Path | None = None
-        self._loading: tuple[float, tuple[int, int]] | None = None
+        self._loading_since = 0.0
+        self._seen = (0, 0)  # Envoy's (taken, refused) counters when it last had nothing to load
         self._next_look = 0.0
 
     # -- called by the log loop ---------------------------------------------------------------
 
     def started(self) -> None:
         """Envoy is up: tell whether it took the first module (with ECDS a refusal does not stop it)."""
-        taken, refused = self.filters.counters(self.envoy, timeout=10)
+        self._seen = self.filters.counters(self.envoy, timeout=30)  # idle Envoy: answers at once
+        taken, refused = self._seen
         if refused and not taken:
             self.out("Envoy refused the module (see the log above); fix the plugin and save: "
                      "the watcher rebuilds it")
@@ -234,7 +236,8 @@ class Watcher:
             try:
                 self._build.wait(10)
             except subprocess.TimeoutExpired:
-                os.killpg(self._build.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._build.pid, signal.SIGKILL)
                 self._build.wait()
         shutil.rmtree(self.filters.folder, ignore_errors=True)
 
@@ -289,18 +292,18 @@ class Watcher:
             return
         took = "" if self.plugin.endswith(".wasm") else f"rebuilt in {now - self._build_started:.1f} s; "
         self.out(f"{took}Envoy is loading the new module ({module.size / 1e6:.1f} MB; the listener stays up)")
-        before = self.filters.counters(self.envoy, timeout=10)  # idle Envoy: answers at once
         self.filters.swap(self._build_output)
-        self._loading = (time.monotonic(), before)
+        self._loading_since = time.monotonic()
         self._state = "loading"
 
     def _poll_envoy(self, now: float) -> None:
-        assert self._loading is not None
-        since, (taken_before, refused_before) = self._loading
+        since, (taken_before, refused_before) = self._loading_since, self._seen
         try:
             taken, refused = self.filters.counters(self.envoy)
         except (OSError, E.EnvoyError):
             return  # admin busy while V8 compiles on the main thread: ask again
+        if taken > taken_before or refused > refused_before:
+            self._seen = (taken, refused)
         if taken > taken_before:
             self._state = "idle"
             self.out(f"new module serving (Envoy loaded it in {now - since:.1f} s; same listener, "
