@@ -95,7 +95,7 @@ def test_examples_on_the_oldest_release(pywasm_build):
             pywasm_build(example)
     env = dict(os.environ, PYWASM_ENVOY=str(binary))
     run = subprocess.run([sys.executable, "-m", "pytest", "-m", "envoy", "-q", "-p", "no:cacheprovider",
-                          *EXAMPLE_TESTS], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+                          *EXAMPLE_TESTS], cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-2000:]
     assert run.returncode == 0, f"on Envoy {V.OLDEST}:\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}"
     assert re.search(r"\d+ passed", summary) and "skipped" not in summary, summary
