@@ -158,8 +158,7 @@ def run(plugin: str, *, config: bytes | None = None, port: int = DEFAULT_PORT, u
                 out(f"try: curl -i http://127.0.0.1:{port}/hello")
             out(f"admin: http://127.0.0.1:{envoy.admin_port}/ (the plugin's metrics: /stats?filter=wasmcustom)")
             if watcher is not None:
-                out(f"watching {watcher.sources.describe()}: a change rebuilds the plugin and swaps it "
-                    "into this listener")
+                out(watcher.banner())
                 watcher.started()
             out("plugin log (Ctrl-C stops Envoy):")
             _follow_plugin_log(envoy, out, stop, on_idle=watcher.tick if watcher is not None else None)

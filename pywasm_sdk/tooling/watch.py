@@ -203,6 +203,12 @@ class Watcher:
         self._seen = (0, 0)  # Envoy's (taken, refused) counters when it last had nothing to load
         self._next_look = 0.0
 
+    def banner(self) -> str:
+        """What the run prints about the watch before the plugin's log."""
+        what = ("a new module is swapped" if self.plugin.endswith(".wasm")
+                else "a change rebuilds the plugin and swaps it")
+        return f"watching {self.sources.describe()}: {what} into this listener"
+
     # -- called by the log loop ---------------------------------------------------------------
 
     def started(self) -> None:
