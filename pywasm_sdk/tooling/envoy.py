@@ -307,7 +307,7 @@ class Envoy:
     def __init__(self, config: dict[str, Any], *, concurrency: int = 1, log_level: str = "info",
                  component_log_level: str | None = "wasm:debug", workdir: PathLike | None = None,
                  progress: Callable[[str], None] | None = None, stop_grace: float = 10.0,
-                 binary: PathLike | None = None) -> None:
+                 binary: PathLike | None = None, extra_args: Iterable[str] = ()) -> None:
         try:
             self.admin_port: int = int(config["admin"]["address"]["socket_address"]["port_value"])
         except (KeyError, TypeError) as exc:
@@ -315,6 +315,7 @@ class Envoy:
         self.config, self.concurrency, self.stop_grace = config, concurrency, stop_grace
         self.binary = Path(binary) if binary is not None else None
         self.log_level, self.component_log_level = log_level, component_log_level
+        self.extra_args = list(extra_args)  # more command-line options, e.g. ["--drain-time-s", "1"]
         self._progress: Callable[[str], None] = progress or (lambda _msg: None)
         if workdir is None:  # ours: removed when this object goes away, logs readable until then
             workdir = tempfile.mkdtemp(prefix="pywasm-envoy-")
@@ -343,6 +344,7 @@ class Envoy:
                "-l", self.log_level, "--disable-hot-restart"]
         if self.component_log_level:
             cmd += ["--component-log-level", self.component_log_level]
+        cmd += self.extra_args
         self._progress(f"starting envoy (admin 127.0.0.1:{self.admin_port}, log {self.log_path})")
         t0 = time.monotonic()
         with open(self.log_path, "wb") as log:

@@ -1,0 +1,43 @@
+"""Deeply nested JSON raises RecursionError in the .wasm instead of killing the VM.
+
+CPython stops runaway C recursion by comparing stack addresses. Compiled to wasm, those
+addresses are in the shadow stack in linear memory, while the calls themselves use the engine's
+own call stack, which is much smaller: json's C scanner recurses once per nesting level and
+exhausts V8's stack (about 2,000-3,000 levels in Envoy, fewer under wasmtime) before CPython
+notices. That is a trap, and the VM is dead; a plugin configuration or a request body of
+``[[[[...`` would be enough. So a document with more than ``MAX_C_BRACKETS`` brackets is decoded
+by json's pure-Python scanner: its recursion is Python calls, which use no engine stack, and it
+ends in RecursionError like any Python recursion. Other documents keep the C scanner; the test
+costs two ``str.count`` per decode.
+
+Installed when a plugin is built (only if the plugin imported json); never in native runs,
+where CPython's own guard works.
+"""
+
+from __future__ import annotations
+
+import sys
+
+#: more brackets than this and a document might nest deeper than the engine's stack allows
+MAX_C_BRACKETS = 512
+
+
+def install() -> None:
+    scanner = sys.modules.get("json.scanner")
+    if scanner is None or scanner.c_make_scanner is None:
+        return
+    fast_scanner, slow_scanner = scanner.c_make_scanner, scanner.py_make_scanner
+
+    def make_scanner(context):  # noqa: ANN001, ANN202 - json's own signature
+        fast, slow = fast_scanner(context), slow_scanner(context)
+
+        def scan_once(string: str, idx: int):  # noqa: ANN202
+            if string.count("[", idx) + string.count("{", idx) > MAX_C_BRACKETS:
+                return slow(string, idx)
+            return fast(string, idx)
+
+        return scan_once
+
+    scanner.make_scanner = make_scanner
+    json = sys.modules["json"]
+    json._default_decoder = json.JSONDecoder()  # the one json.loads uses, made with the C scanner
