@@ -33,9 +33,10 @@ from pywasm_sdk.tooling import envoy as E
 MARKER = b"x-hostile-upstream"
 ID_HEADER = b"x-hostile-id"
 
-#: statuses Envoy answers itself: malformed or oversized requests (400, 413, 431), an upstream
-#: that broke the protocol or went away (502, 503), timeouts (408, 504), its own errors (500)
-ENVOY_OWN_STATUSES = frozenset({400, 408, 413, 431, 500, 502, 503, 504})
+#: statuses Envoy answers itself: malformed, oversized or unsupported requests (400, 413, 414,
+#: 426, 431, 501 for an unknown transfer-encoding, 505), an upstream that broke the protocol or
+#: went away (502, 503), timeouts (408, 504), its own errors (500)
+ENVOY_OWN_STATUSES = frozenset({400, 408, 413, 414, 426, 431, 500, 501, 502, 503, 504, 505})
 
 #: what in Envoy's log means the VM trapped, or a Python exception escaped the plugin's code
 _TROUBLE = re.compile(r"Function: proxy_on_\w+ failed|Proxy-Wasm plugin in-VM backtrace|"
@@ -142,7 +143,13 @@ def exchange(port: int, request: bytes, timeout: float = 15.0) -> Reply:
                 raw += chunk
         except ConnectionResetError:
             reset = True
-    parsed = parse_message(raw, body_until_close=True)
+    final = raw
+    while final.startswith(b"HTTP/1.1 1"):  # interim answers (100 Continue) have no body
+        interim = parse_message(final, body_until_close=False)
+        if interim is None:
+            break
+        final = interim[1]
+    parsed = parse_message(final, body_until_close=True)
     return Reply(parsed[0] if parsed else None, raw, reset)
 
 
