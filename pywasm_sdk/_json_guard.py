@@ -1,4 +1,6 @@
-"""Deeply nested JSON raises RecursionError in the .wasm instead of killing the VM.
+"""json in the .wasm behaves as json natively: deep nesting raises, bytes in any UTF decode.
+
+**Deep nesting.** Deeply nested JSON raises RecursionError in the .wasm instead of killing the VM.
 
 CPython stops runaway C recursion by comparing stack addresses. Compiled to wasm, those
 addresses are in the shadow stack in linear memory, while the calls themselves use the engine's
@@ -10,21 +12,34 @@ by json's pure-Python scanner: its recursion is Python calls, which use no engin
 ends in RecursionError like any Python recursion. Other documents keep the C scanner; the test
 costs two ``str.count`` per decode.
 
+**Encodings.** ``json.loads(bytes)`` guesses UTF-8, -16 or -32 from the first bytes and decodes
+with that codec. A codec is a module found on first use, and the .wasm has no files to find it
+in: a configuration or a body starting ``b"{\\x00"`` raised LookupError (``unknown encoding:
+utf-16-le``) instead of a JSON error. The codecs json may ask for are looked up at build time,
+so they are in the snapshot.
+
 Installed when a plugin is built (only if the plugin imported json); never in native runs,
-where CPython's own guard works.
+where CPython's own guard works and every codec can be imported.
 """
 
 from __future__ import annotations
 
+import codecs
 import sys
 
+#: the codecs json.detect_encoding may name
+JSON_CODECS = ("utf-16", "utf-16-be", "utf-16-le", "utf-32", "utf-32-be", "utf-32-le")
 #: more brackets than this and a document might nest deeper than the engine's stack allows
 MAX_C_BRACKETS = 512
 
 
 def install() -> None:
     scanner = sys.modules.get("json.scanner")
-    if scanner is None or scanner.c_make_scanner is None:
+    if scanner is None:
+        return
+    for name in JSON_CODECS:
+        codecs.lookup(name)  # imported now, kept in the codec registry's cache
+    if scanner.c_make_scanner is None:
         return
     fast_scanner, slow_scanner = scanner.c_make_scanner, scanner.py_make_scanner
 

@@ -25,7 +25,7 @@ from pywasm_sdk.tooling import envoy as E
 
 from .conftest import EXAMPLES
 from .hostile_envoy import ENVOY_OWN_STATUSES, ID_HEADER, MARKER, Reply, ScriptedUpstream, build_message, exchange
-from .test_examples_helpers import example_services
+from .test_examples_helpers import example_services, local_envoy_config, wasm_plugin_configs
 
 BUFFER_LIMIT = 64 * 1024  # per connection, both sides: bodies up to 5x this are sent
 
@@ -229,8 +229,14 @@ class Profile:
         """Cluster name -> a loopback server (not started) the plugin calls or routes to."""
         return {}
 
-    def start_services(self) -> dict[str, Any]:
-        return {name: server.start() for name, server in self.helper_services().items()}
+    def start_services(self, fixed_port: int, dynamic_port: int) -> dict[str, Any]:
+        """The running helper services by cluster name, and ``_port``: the fixed listener's."""
+        return {"_port": fixed_port, **{name: server.start() for name, server in self.helper_services().items()}}
+
+    def stop_services(self, services: dict[str, Any]) -> None:
+        for name, server in services.items():
+            if not name.startswith("_"):
+                server.stop()
 
     def bootstrap(self, wasm: Path, config: bytes | str, port: int, admin_port: int,
                   services: dict[str, Any]) -> dict[str, Any]:
@@ -267,7 +273,7 @@ class HttpProfile(Profile):
         return _limit_buffers(E.http_bootstrap(
             wasm_path=wasm, plugin_config=config, listener_port=port, admin_port=admin_port,
             upstream=services["upstream"].address, env=self.env or None,
-            extra_clusters={n: s.address for n, s in services.items() if n != "upstream"}))
+            extra_clusters={n: s.address for n, s in services.items() if n != "upstream" and n[0] != "_"}))
 
     def requests(self) -> st.SearchStrategy:
         @st.composite
@@ -446,20 +452,141 @@ class PayloadMasking(HttpProfile):
         return verdict.body if verdict.status == 200 else None
 
 
-class EgressRouting(Profile):
-    """examples/tcp_egress: the designed answer is the chosen cluster's banner followed by the echo
-    of every byte sent; a connection routed to a cluster Envoy does not have is closed by Envoy."""
+class RateLimit(HttpProfile):
+    """examples/rate_limit: a request passes untouched, or gets the plugin's 429 (``rate limited``,
+    with a ``retry-after`` in whole seconds). Its buckets live in the proxy's shared data, which
+    outlives a configuration, so after a new configuration either answer is the designed one."""
+
+    name = "rate_limit"
+    config = json.dumps({"key": "header", "header": "x-api-key", "max_tokens": 3,
+                         "fill_interval_ms": 600_000, "on_missing_key": "allow"})
+    request_extras = st.one_of(st.just([]), st.sampled_from([b"k1", b"k2"]).map(lambda k: [(b"x-api-key", k)]),
+                               VALUES.map(lambda v: [(b"x-api-key", v)]))
+    valid_configs = st.fixed_dictionaries(
+        {"key": st.sampled_from(["header", "source_ip", "path", "cookie"])},
+        optional={"header": st.sampled_from(["x-api-key", "X-User", "bad header", ""]),
+                  "max_tokens": st.integers(-1, 5) | st.booleans(), "tokens_per_fill": st.integers(0, 3),
+                  "fill_interval_ms": st.integers(0, 10), "on_missing_key": st.sampled_from(["shared", "allow", "deny"]),
+                  "max_keys": st.integers(0, 3), "stat_prefix": st.sampled_from(["rl", "a.b", "bad prefix", ""])}
+    ).map(json.dumps)
+
+    def _limited(self, reply: Reply, what: str) -> bool:
+        """True (and checked) when the reply is the plugin's 429."""
+        if reply.message is None or reply.status != 429 or reply.message.header(MARKER) is not None:
+            return False
+        assert reply.message.body == b"rate limited\n", f"{what}: {reply.raw[:300]!r}"
+        assert (reply.message.header(b"retry-after") or b"").isdigit(), f"{what}: {reply.raw[:300]!r}"
+        event("the plugin's own answer 429")
+        return True
+
+    def check_request(self, served: Any, req: HostileRequest, rid: bytes, reply: Reply) -> None:
+        keyed = any(k == b"x-api-key" for k, _ in req.headers)
+        if not (keyed and self._limited(reply, req.describe())):
+            super().check_request(served, req, rid, reply)
+
+    def check_serving(self, served: Any, port: int, expected: Answer) -> None:
+        rid = served.next_id()
+        reply = exchange(port, ordinary_request().raw(rid))
+        if not self._limited(reply, "an ordinary request after a new configuration"):
+            check_answer(reply, rid, Answer(), what="an ordinary request after a new configuration",
+                         envoy_may_answer=False)
+
+
+class TcpProfile(Profile):
+    """A network filter that routes connections: the designed answer is the greeting of where the
+    connection went, then the echo of every byte sent; one routed to a cluster Envoy does not have
+    is closed by Envoy. Where each connection goes comes from the native run (the filter state
+    the plugin sets)."""
 
     kind = "network"
+    #: the addresses a client connects to (the listener's), and the sources it connects from
+    destinations: tuple[str, ...] = ("127.0.0.1",)
+    sources: tuple[str, ...] = ()
+    #: the sources a new configuration is tried with
+    probes: tuple[str, ...] = ("127.0.0.2", "127.0.0.3")
+
+    def native(self, config: bytes | str) -> MockHost:
+        return MockHost.from_plugin(EXAMPLES / self.name, plugin_config=config)
+
+    def greeting(self, filter_state: dict[str, Any], destination: str, services: dict[str, Any]) -> bytes | None | str:
+        """What a connection with this filter state sees first: bytes, None (Envoy closes it), or
+        "any" (whatever happens is fine, e.g. raw bytes sent to a proxy without CONNECT)."""
+        raise NotImplementedError
+
+    def expectation(self, host: MockHost, services: dict[str, Any], *, fixed: bool) -> dict[tuple[str, str], Any]:
+        """(source, destination) -> the greeting its connection should see."""
+        routes = {}
+        for source in self.sources if fixed else self.probes:
+            for destination in self.destinations:
+                conn = host.tcp_connection(source=f"{source}:40000", destination=f"{destination}:{services['_port']}")
+                conn.connect()
+                state = {k: v if isinstance(v, str) else bytes(v).decode("latin-1") for k, v in conn.filter_state.items()}
+                routes[source, destination] = self.greeting(state, destination, services)
+                conn.close()
+        return routes
+
+    #: a client that half-closes before a tunnel is up may get less than the whole echo (or
+    #: nothing): Envoy cuts such a tunnel short (its own answer), but never sends anything else
+    early_half_close_drops_tunnels = False
+
+    def check_connection(self, port: int, source: str, destination: str, chunks: list[bytes], ending: str,
+                         greeting: bytes | None | str, what: str) -> None:
+        """``ending``: "echoed" (read the greeting and the echo, then close), "half-close" (shut
+        the sending side at once, read to the end) or "reset" (abort right after sending)."""
+        expected = greeting + b"".join(chunks) if isinstance(greeting, bytes) else None
+        got = b""
+        with socket.socket() as conn:
+            conn.settimeout(2 if greeting == "any" else 15)
+            conn.bind((source, 0))
+            try:
+                conn.connect((destination, port))
+                for chunk in chunks:
+                    conn.sendall(chunk)
+                if ending == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                if ending == "half-close":
+                    conn.shutdown(socket.SHUT_WR)
+                while (expected is None or len(got) < len(expected)) and (chunk := conn.recv(1 << 16)):
+                    got += chunk
+            except (ConnectionResetError, BrokenPipeError):
+                assert greeting is None or greeting == "any", f"{what}: reset, expected {greeting!r}"
+                event("reset by Envoy")
+                return
+            except TimeoutError:
+                assert greeting == "any", f"{what}: no answer within 15 s, got {got[:200]!r}"
+        if greeting == "any":
+            event("a route with no designed answer")
+        elif greeting is None:
+            assert got == b"", f"{what}: {got[:200]!r} through a cluster Envoy does not have"
+            event("closed by Envoy (no such cluster)")
+        elif (ending == "half-close" and self.early_half_close_drops_tunnels and self.tunnelled(greeting)
+              and expected.startswith(got) and got != expected):
+            event("Envoy cut short a tunnel whose client half-closed first")
+        else:
+            assert got == expected, f"{what}: got {got[:200]!r}..., expected {greeting!r} + echo"
+            event(f"routed: {greeting.strip().decode()}")
+
+    def tunnelled(self, greeting: bytes) -> bool:
+        return False
+
+    def check_serving(self, served: Any, port: int, expected: dict[tuple[str, str], Any]) -> None:
+        for (source, destination), greeting in expected.items():
+            self.check_connection(port, source, destination, [b"hello\n"], "echoed", greeting,
+                                  f"a connection from {source} to {destination} after a new configuration")
+
+
+class EgressRouting(TcpProfile):
+    """examples/tcp_egress: each connection goes to the egress router its source's last octet
+    picks (``tcp_proxy``'s own cluster when it cannot read the source)."""
+
     name = "tcp_egress"
     config = ""
     BANNERS = {"egress-router1": b"router1\n", "egress-router2": b"router2\n", "default": b"default\n"}
     valid_configs = st.lists(st.sampled_from(["egress-router1", "egress-router2", "default", "no-such-cluster"])
                              | st.text(min_size=1, max_size=12), min_size=1, max_size=4).map(
         lambda names: json.dumps({"egress_clusters": names}))
-    #: the sources hostile connections come from, and the two a new configuration is tried with
-    SOURCES = ["127.%d.%d.%d" % (a, b, c) for a in range(4) for b in range(4) for c in range(1, 255)]
-    PROBES = ["127.0.0.2", "127.0.0.3"]
+    sources = tuple("127.%d.%d.%d" % (a, b, c) for a in range(4) for b in range(4) for c in range(1, 255))
 
     def helper_services(self) -> dict[str, Any]:
         return {name: E.TcpServer(banner=banner) for name, banner in self.BANNERS.items()}
@@ -468,53 +595,71 @@ class EgressRouting(Profile):
                   services: dict[str, Any]) -> dict[str, Any]:
         return _limit_buffers(E.tcp_bootstrap(
             wasm_path=wasm, plugin_config=config, listener_port=port, admin_port=admin_port,
-            clusters={name: server.address for name, server in services.items()}, default_cluster="default"))
+            clusters={n: s.address for n, s in services.items() if not n.startswith("_")}, default_cluster="default"))
 
-    def native(self, config: bytes | str) -> MockHost:
-        return MockHost.from_plugin(EXAMPLES / self.name, plugin_config=config)
-
-    def expectation(self, host: MockHost, services: dict[str, Any], *, fixed: bool) -> dict[str, bytes | None]:
-        """Source address -> the banner its connection should see (None: Envoy closes it)."""
-        routes = {}
-        for source in self.SOURCES if fixed else self.PROBES:
-            conn = host.tcp_connection(source=f"{source}:40000")
-            conn.connect()
-            cluster = conn.filter_state.get("envoy.tcp_proxy.cluster", "default")
-            routes[source] = self.BANNERS.get(cluster if isinstance(cluster, str) else cluster.decode())
-            conn.close()
-        return routes
-
-    def check_connection(self, port: int, source: str, chunks: list[bytes], ending: str,
-                         banner: bytes | None, what: str) -> None:
-        with socket.socket() as conn:
-            conn.settimeout(15)
-            conn.bind((source, 0))
-            conn.connect((E.LOOPBACK, port))
-            try:
-                for chunk in chunks:
-                    conn.sendall(chunk)
-                if ending == "reset":
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    return
-                conn.shutdown(socket.SHUT_WR)
-                got = b""
-                while chunk := conn.recv(1 << 16):
-                    got += chunk
-            except ConnectionResetError:
-                assert banner is None, f"{what}: reset, expected {banner!r}"
-                event("reset by Envoy")
-                return
-        if banner is None:
-            assert got == b"", f"{what}: {got[:200]!r} through a cluster Envoy does not have"
-            event("closed by Envoy (no such cluster)")
-        else:
-            assert got == banner + b"".join(chunks), f"{what}: got {got[:200]!r}..., expected {banner!r} + echo"
-            event(f"routed to {banner.strip().decode()}")
-
-    def check_serving(self, served: Any, port: int, expected: dict[str, bytes | None]) -> None:
-        for source, banner in expected.items():
-            self.check_connection(port, source, [b"hello\n"], "half-close", banner,
-                                  f"a connection from {source} after a new configuration")
+    def greeting(self, filter_state: dict[str, Any], destination: str, services: dict[str, Any]) -> bytes | None:
+        return self.BANNERS.get(filter_state.get("envoy.tcp_proxy.cluster", "default"))
 
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (HttpHeaders(), Authz(), PayloadMasking(), EgressRouting())}
+class EgressTunnel(TcpProfile):
+    """examples/egress_tunnel with its own CONNECT proxies: a tunnelled connection reaches its
+    destination through the proxy the plugin chose (the destination greets it), a direct one the
+    direct server; its Envoy configuration is the example's envoy.yaml."""
+
+    name = "egress_tunnel"
+    early_half_close_drops_tunnels = True
+    destinations = ("127.0.0.10", "127.0.0.11", "127.0.0.12")
+    sources = tuple("127.0.%d.%d" % (b, c) for b in range(2) for c in range(1, 255))
+    probes = ("127.0.0.2", "127.0.0.3")
+    valid_configs = st.fixed_dictionaries(
+        {"routes": st.lists(st.fixed_dictionaries(
+            {}, optional={"destination": st.sampled_from(["127.0.0.10", "127.0.0.0/24", "10.0.0.0/8", "bad"]),
+                          "source": st.sampled_from(["127.0.0.3", "127.0.0.0/30"]),
+                          "port": st.integers(0, 3) | st.just([]),
+                          "tunnel": st.sampled_from(["proxy-a", "proxy-b", "direct", "no-such-cluster", ""]),
+                          "direct": st.sampled_from([True, False, "direct", "proxy-a"])}), max_size=3)},
+        optional={"default": st.sampled_from([{"direct": True}, {"tunnel": "proxy-b"}, {}, []])}).map(json.dumps)
+
+    @property
+    def config(self) -> str:  # type: ignore[override]
+        return json.dumps({"routes": [{"destination": "127.0.0.10", "tunnel": "proxy-a"},
+                                      {"source": "127.0.0.3", "tunnel": "proxy-b"},
+                                      {"destination": "127.0.0.11", "tunnel": "proxy-b"}],
+                           "default": {"direct": True}})
+
+    def start_services(self, fixed: int, dynamic: int) -> dict[str, Any]:
+        services = example_services("egress_tunnel").Services(
+            listen_port=fixed, direct_port=E.free_port(),
+            proxy_ports={"proxy-a": E.free_port(), "proxy-b": E.free_port()}).start()
+        for proxy in services.proxies.values():  # the dynamic listener's destinations are the same servers
+            for authority, server in services.destinations.items():
+                proxy.routes[authority.rsplit(":", 1)[0] + f":{dynamic}"] = server.address
+        return {"_all": services, "_port": fixed, "direct": services.direct, **services.proxies}
+
+    def stop_services(self, services: dict[str, Any]) -> None:
+        services["_all"].stop()
+
+    def bootstrap(self, wasm: Path, config: bytes | str, port: int, admin_port: int,
+                  services: dict[str, Any]) -> dict[str, Any]:
+        built = local_envoy_config("egress_tunnel", wasm, listeners={"egress": port}, admin_port=admin_port,
+                                   clusters={n: services[n].address for n in ("direct", "proxy-a", "proxy-b")})
+        wasm_plugin_configs(built)[0]["configuration"] = E.any_value(config)
+        return _limit_buffers(built)
+
+    def greeting(self, filter_state: dict[str, Any], destination: str, services: dict[str, Any]) -> bytes | None | str:
+        cluster = filter_state.get("envoy.tcp_proxy.cluster", "direct")
+        tunnel = filter_state.get("envoy.tcp_proxy.disable_tunneling") != "true"
+        if cluster not in ("direct", "proxy-a", "proxy-b"):
+            return None  # Envoy has no such cluster: it closes the connection
+        if tunnel and cluster != "direct":  # CONNECT through the proxy, to where the client was going
+            return f"hello from {destination}:{services['_port']}\n".encode()
+        if not tunnel and cluster == "direct":
+            return services["direct"].banner
+        return "any"  # CONNECT to a server that is no proxy, or raw bytes to a proxy: not designed
+
+    def tunnelled(self, greeting: bytes) -> bool:
+        return greeting.startswith(b"hello from 127.")
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (HttpHeaders(), Authz(), PayloadMasking(), RateLimit(),
+                                                    EgressRouting(), EgressTunnel())}

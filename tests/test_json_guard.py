@@ -1,5 +1,6 @@
-"""Deeply nested JSON raises RecursionError in the .wasm instead of trapping the VM (the guard
-pywasm_sdk._json_guard installs at build time), and shallow JSON decodes as before."""
+"""json in the .wasm (pywasm_sdk._json_guard, installed at build time): deeply nested JSON raises
+RecursionError instead of trapping the VM, shallow JSON decodes as before, and bytes in UTF-16
+or UTF-32 decode as they do natively instead of raising LookupError."""
 
 from __future__ import annotations
 
@@ -52,3 +53,13 @@ def test_deeply_nested_configuration_is_rejected_not_a_trap(pywasm_build, shape)
         assert host.started and not host.configured
         [line] = host.logs.find("configuration rejected")
         assert line.message.endswith("the JSON is nested too deeply")
+
+
+def test_json_bytes_in_utf16_decode_in_the_wasm_as_natively(pywasm_build):
+    """json.loads(bytes) picks the codec from the first bytes; the .wasm has the UTF codecs."""
+    config = '{"egress_clusters": ["a"]}'.encode("utf-16-le")
+    with MockHost.from_wasm(pywasm_build(EXAMPLES / "tcp_egress"), plugin_config=config) as host:
+        assert host.configured, host.logs.text()
+    with MockHost.from_wasm(pywasm_build(EXAMPLES / "tcp_egress"), plugin_config=b"i\x00abc") as host:
+        [line] = host.logs.find("configuration rejected")
+        assert "the configuration is not JSON" in line.message
