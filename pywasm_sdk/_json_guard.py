@@ -27,6 +27,13 @@ from __future__ import annotations
 import codecs
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the runtime imports no typing
+    from collections.abc import Callable
+    from typing import Any
+
+    Scanner = Callable[[str, int], tuple[Any, int]]
+
 #: the codecs json.detect_encoding may name
 JSON_CODECS = ("utf-16", "utf-16-be", "utf-16-le", "utf-32", "utf-32-be", "utf-32-le")
 #: more brackets than this and a document might nest deeper than the engine's stack allows
@@ -43,16 +50,18 @@ def install() -> None:
         return
     fast_scanner, slow_scanner = scanner.c_make_scanner, scanner.py_make_scanner
 
-    def make_scanner(context):  # noqa: ANN001, ANN202 - json's own signature
-        fast, slow = fast_scanner(context), slow_scanner(context)
+    def make_scanner(context: object) -> Scanner:
+        fast: Scanner = fast_scanner(context)
+        slow: Scanner = slow_scanner(context)
 
-        def scan_once(string: str, idx: int):  # noqa: ANN202
+        def scan_once(string: str, idx: int) -> tuple[Any, int]:
             if string.count("[", idx) + string.count("{", idx) > MAX_C_BRACKETS:
                 return slow(string, idx)
             return fast(string, idx)
 
         return scan_once
 
-    scanner.make_scanner = make_scanner
+    setattr(scanner, "make_scanner", make_scanner)  # noqa: B010 - json looks it up there
     json = sys.modules["json"]
-    json._default_decoder = json.JSONDecoder()  # the one json.loads uses, made with the C scanner
+    # the decoder json.loads uses by default was made with the C scanner when json was imported
+    setattr(json, "_default_decoder", json.JSONDecoder())  # noqa: B010
