@@ -2,7 +2,8 @@
 
 The proxy has no filesystem, so whatever tracebacks will need later is captured now: the
 source lines of the plugin's modules, and the folders they came from (componentize-py shows
-them as /0/, /1/, ...).
+them as /0/, /1/, ...). And json, if the plugin uses it, is made safe from deep nesting
+(:mod:`._json_guard`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import linecache
 import sys
 
-from . import _boundary
+from . import _boundary, _json_guard
 
 
 def finish_import(real_paths: dict[str, str], source_folders: tuple[str, ...]) -> None:
@@ -18,6 +19,7 @@ def finish_import(real_paths: dict[str, str], source_folders: tuple[str, ...]) -
     plugin's own modules (those under ``source_folders``: not the SDK's or the standard
     library's, which would only grow every plugin's memory)."""
     _boundary.path_map.update(real_paths)
+    _json_guard.install()
     for module in list(sys.modules.values()):
         name = getattr(module, "__file__", None) or ""
         if name.endswith(".py") and name.startswith(source_folders):

@@ -100,7 +100,12 @@ class HttpResponse:
 
 @dataclass
 class GrpcResponse:
-    """The answer to a unary gRPC call that ended with status OK."""
+    """The answer to a unary gRPC call that ended with status OK.
+
+    Envoy passes no response metadata of a unary call to a plugin (its unary gRPC client has no
+    callback for it), so in Envoy ``initial_metadata`` and ``trailing_metadata`` are empty; open
+    the method as a stream to read the server's metadata (docs/callouts.md).
+    """
 
     message: bytes
     initial_metadata: list[tuple[str, str]] = field(default_factory=list)
@@ -119,8 +124,9 @@ class GrpcStreamHandler:
 class GrpcStream:
     """An open gRPC stream: send messages, half-close, cancel."""
 
-    def __init__(self, token: int) -> None:
+    def __init__(self, token: int, handlers: dict[int, Any] | None = None) -> None:
         self.token = token
+        self._handlers = handlers  # where the SDK routes this stream's events (forgotten on cancel)
 
     def send(self, message: bytes, end_of_stream: bool = False) -> None:
         hostcalls.grpc_send(self.token, message, end_of_stream)
@@ -130,7 +136,10 @@ class GrpcStream:
         hostcalls.grpc_close(self.token)
 
     def cancel(self) -> None:
+        """Reset the stream. Envoy then forgets the token: no callback of it runs again."""
         hostcalls.grpc_cancel(self.token)
+        if self._handlers is not None:
+            self._handlers.pop(self.token, None)
 
 
 # -- waiters: who is waiting for which token ------------------------------------------------
@@ -246,7 +255,7 @@ def open_grpc_stream(context_id: int, cluster: str, service: str, method: str, m
                      handler: GrpcStreamHandler) -> GrpcStream:
     token = hostcalls.grpc_stream(grpc_service(cluster), service, method, metadata)
     _streams[token] = (context_id, handler)
-    return GrpcStream(token)
+    return GrpcStream(token, _streams)
 
 
 def callback_waiter(context_id: int, fn: Callable[[Any], None]) -> _Waiter:

@@ -78,6 +78,8 @@ def parse_config(raw: bytes) -> Config:
         given = json.loads(raw or b"{}")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigurationError(f"the configuration is not JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigurationError("the configuration's JSON is nested too deeply") from None
     if not isinstance(given, dict):
         raise ConfigurationError('the configuration must be a JSON object, e.g. {"cluster": "authz"}')
     unknown = sorted(set(given) - set(FIELDS))

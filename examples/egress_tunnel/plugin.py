@@ -122,6 +122,8 @@ def parse_config(raw: bytes) -> tuple[list[Route], Egress]:
         config = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigurationError(f"the configuration is not JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigurationError("the configuration's JSON is nested too deeply") from None
     if not isinstance(config, dict):
         raise ConfigurationError(f"the configuration must be a JSON object, not {type(config).__name__}")
     unknown = sorted(set(config) - {"routes", "default"})

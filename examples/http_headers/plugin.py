@@ -34,6 +34,8 @@ def parse_config(raw: bytes) -> list[tuple[str, str]]:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        except RecursionError:
+            raise ConfigurationError("the JSON is nested too deeply") from None
         if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
             raise ConfigurationError('JSON configuration must be an object of strings, e.g. {"x-name": "value"}')
         pairs = list(obj.items())

