@@ -12,6 +12,8 @@ One implementation, used by the command and by the repository's benchmarks alike
   several variants started in interleaved rounds;
 - :mod:`.load`: the added latency and Envoy CPU per request or connection, measured in
   interleaved blocks on two listeners of one Envoy (with the filter, and without);
+- :mod:`.flood`: volume for long runs (bench/soak.py): many exchanges in flight from one loop,
+  every answer checked; ``wrk`` when it is installed;
 - :mod:`.plugin`: the whole measurement of one module against the same Envoy without it,
   and its text report (``pywasm bench``).
 
