@@ -15,10 +15,11 @@ plugin needs is importable from here; the submodules are implementation detail u
 in the docs. This package is compiled into every plugin: it imports no tooling.
 """
 
+from . import _runtime  # first: the modules below refer to the running runtime
 from . import log, properties
 from ._abi import (ABI_VERSION, Action, BufferType, LogLevel, MapType, MetricType, PeerType,
                    Status, StreamType)
-from ._dispatch import register
+from ._runtime import register
 from .callouts import (GrpcCallError, GrpcResponse, GrpcStream, GrpcStreamHandler, HttpCallError,
                        HttpResponse)
 from .contexts import Context, HttpContext, RootContext, StreamContext

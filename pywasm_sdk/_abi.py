@@ -135,11 +135,6 @@ TEXT_PARAMS = {
     'proxy_http_call': (0,),
     'proxy_grpc_call': (1, 2),
     'proxy_grpc_stream': (1, 2),
-    'proxy_set_shared_data': (0,),
-    'proxy_get_shared_data': (0,),
-    'proxy_register_shared_queue': (0,),
-    'proxy_resolve_shared_queue': (0, 1),
-    'proxy_define_metric': (1,),
     'proxy_call_foreign_function': (0,),
 }
 
@@ -171,6 +166,51 @@ CALLBACKS = (
     'proxy_on_log',
     'proxy_on_delete',
 )
+
+
+class CallbackSpec:
+    """What the SDK does with one callback (see ``callbacks`` in abi/proxy_wasm.yaml)."""
+
+    __slots__ = ("name", "params", "result", "context", "method", "awaits", "export")
+
+    def __init__(self, name: str, params: tuple[tuple[str, str], ...], result: str | None,
+                 context: str, method: str, awaits: str, export: str) -> None:
+        self.name, self.params, self.result = name, params, result
+        self.context, self.method, self.awaits, self.export = context, method, awaits, export
+
+    def __repr__(self) -> str:
+        return f'CallbackSpec({self.name!r})'
+
+
+#: callback -> its parameters ((name, type) pairs), answer kind (None, 'bool', 'action'),
+#: context kind, SDK method, what awaiting means and when it is exported
+CALLBACK_SPECS = {
+    'proxy_on_context_create': CallbackSpec('proxy_on_context_create', (('context_id', 'u32'), ('parent_context_id', 'u32')), None, 'any', '', 'never', 'always'),
+    'proxy_on_vm_start': CallbackSpec('proxy_on_vm_start', (('root_context_id', 'u32'), ('vm_configuration_size', 'u32')), 'bool', 'root', 'on_vm_start', 'never', 'always'),
+    'proxy_on_configure': CallbackSpec('proxy_on_configure', (('root_context_id', 'u32'), ('plugin_configuration_size', 'u32')), 'bool', 'root', 'on_configure', 'never', 'always'),
+    'proxy_on_tick': CallbackSpec('proxy_on_tick', (('root_context_id', 'u32'),), None, 'root', 'on_tick', 'detached', 'always'),
+    'proxy_on_queue_ready': CallbackSpec('proxy_on_queue_ready', (('root_context_id', 'u32'), ('queue_id', 'u32')), None, 'root', 'on_queue_ready', 'detached', 'always'),
+    'proxy_on_foreign_function': CallbackSpec('proxy_on_foreign_function', (('root_context_id', 'u32'), ('function_id', 'u32'), ('arguments_size', 'u32')), None, 'root', '', 'never', 'never'),
+    'proxy_on_new_connection': CallbackSpec('proxy_on_new_connection', (('context_id', 'u32'),), 'action', 'tcp', 'on_new_connection', 'DOWNSTREAM', 'overridden'),
+    'proxy_on_downstream_data': CallbackSpec('proxy_on_downstream_data', (('context_id', 'u32'), ('data_size', 'u32'), ('end_of_stream', 'bool')), 'action', 'tcp', 'on_downstream_data', 'DOWNSTREAM', 'overridden'),
+    'proxy_on_downstream_connection_close': CallbackSpec('proxy_on_downstream_connection_close', (('context_id', 'u32'), ('peer_type', 'u32')), None, 'tcp', 'on_downstream_connection_close', 'never', 'overridden'),
+    'proxy_on_upstream_data': CallbackSpec('proxy_on_upstream_data', (('context_id', 'u32'), ('data_size', 'u32'), ('end_of_stream', 'bool')), 'action', 'tcp', 'on_upstream_data', 'never', 'overridden'),
+    'proxy_on_upstream_connection_close': CallbackSpec('proxy_on_upstream_connection_close', (('context_id', 'u32'), ('peer_type', 'u32')), None, 'tcp', 'on_upstream_connection_close', 'never', 'overridden'),
+    'proxy_on_request_headers': CallbackSpec('proxy_on_request_headers', (('context_id', 'u32'), ('num_headers', 'u32'), ('end_of_stream', 'bool')), 'action', 'http', 'on_request_headers', 'HTTP_REQUEST', 'overridden'),
+    'proxy_on_request_body': CallbackSpec('proxy_on_request_body', (('context_id', 'u32'), ('body_size', 'u32'), ('end_of_stream', 'bool')), 'action', 'http', 'on_request_body', 'HTTP_REQUEST', 'overridden'),
+    'proxy_on_request_trailers': CallbackSpec('proxy_on_request_trailers', (('context_id', 'u32'), ('num_trailers', 'u32')), 'action', 'http', 'on_request_trailers', 'HTTP_REQUEST', 'overridden'),
+    'proxy_on_response_headers': CallbackSpec('proxy_on_response_headers', (('context_id', 'u32'), ('num_headers', 'u32'), ('end_of_stream', 'bool')), 'action', 'http', 'on_response_headers', 'HTTP_RESPONSE', 'overridden'),
+    'proxy_on_response_body': CallbackSpec('proxy_on_response_body', (('context_id', 'u32'), ('body_size', 'u32'), ('end_of_stream', 'bool')), 'action', 'http', 'on_response_body', 'HTTP_RESPONSE', 'overridden'),
+    'proxy_on_response_trailers': CallbackSpec('proxy_on_response_trailers', (('context_id', 'u32'), ('num_trailers', 'u32')), 'action', 'http', 'on_response_trailers', 'HTTP_RESPONSE', 'overridden'),
+    'proxy_on_http_call_response': CallbackSpec('proxy_on_http_call_response', (('context_id', 'u32'), ('token', 'u32'), ('num_headers', 'u32'), ('body_size', 'u32'), ('num_trailers', 'u32')), None, 'root', '', 'detached', 'always'),
+    'proxy_on_grpc_receive_initial_metadata': CallbackSpec('proxy_on_grpc_receive_initial_metadata', (('context_id', 'u32'), ('token', 'u32'), ('num_elements', 'u32')), None, 'root', '', 'detached', 'always'),
+    'proxy_on_grpc_receive': CallbackSpec('proxy_on_grpc_receive', (('context_id', 'u32'), ('token', 'u32'), ('message_size', 'u32')), None, 'root', '', 'detached', 'always'),
+    'proxy_on_grpc_receive_trailing_metadata': CallbackSpec('proxy_on_grpc_receive_trailing_metadata', (('context_id', 'u32'), ('token', 'u32'), ('num_elements', 'u32')), None, 'root', '', 'detached', 'always'),
+    'proxy_on_grpc_close': CallbackSpec('proxy_on_grpc_close', (('context_id', 'u32'), ('token', 'u32'), ('status_code', 'u32')), None, 'root', '', 'detached', 'always'),
+    'proxy_on_done': CallbackSpec('proxy_on_done', (('context_id', 'u32'),), 'bool', 'any', 'on_done', 'never', 'overridden'),
+    'proxy_on_log': CallbackSpec('proxy_on_log', (('context_id', 'u32'),), None, 'any', 'on_log', 'never', 'overridden'),
+    'proxy_on_delete': CallbackSpec('proxy_on_delete', (('context_id', 'u32'),), None, 'any', '', 'never', 'always'),
+}
 
 #: host limits of the wire formats
 PAIRS_MAX_BYTES = 1048576

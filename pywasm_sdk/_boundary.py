@@ -13,9 +13,17 @@ from __future__ import annotations
 import sys
 import traceback
 
-from . import hostcalls, log
+from . import _runtime, hostcalls, log
 from ._abi import LogLevel
 from .errors import ConfigurationError
+
+TYPE_CHECKING = False  # typing is not imported at run time: it would weigh on every plugin
+if TYPE_CHECKING:
+    from types import CodeType
+    from typing import TypeAlias
+
+    #: a kind of exception: (callback, exception type, the traceback's (code, line) frames)
+    Key: TypeAlias = "tuple[str, type[BaseException], tuple[tuple[CodeType, int], ...]]"
 
 #: build-time folder names in tracebacks ("/1/") -> the plugin author's folders
 path_map: dict[str, str] = {}
@@ -35,7 +43,7 @@ class Repeats:
     def __init__(self, interval_s: float = 60.0, max_kinds: int = 256) -> None:
         self.interval_ns = int(interval_s * 1e9)
         self.max_kinds = max_kinds
-        self.seen: dict[tuple, list[int]] = {}
+        self.seen: dict[Key, list[int]] = {}
         self.due_ns: int | None = None  # when the earliest unreported repeats are due
         self.now_ns = 0  # the last time read from the proxy (used if it cannot be read again)
 
@@ -50,12 +58,12 @@ class Repeats:
             pass
         return self.now_ns
 
-    def note(self, key: tuple) -> bool:
+    def note(self, key: Key) -> bool:
         """Count one exception; True when it is the first of its kind (to be logged in full)."""
         now = self._clock()
         entry = self.seen.get(key)
         first = entry is None
-        if first:
+        if entry is None:
             if len(self.seen) < self.max_kinds:
                 self.seen[key] = [0, now]
         else:
@@ -87,7 +95,7 @@ class Repeats:
                 self.due_ns = since + self.interval_ns
 
 
-def _summary(key: tuple, count: int, elapsed_ns: int) -> str:
+def _summary(key: Key, count: int, elapsed_ns: int) -> str:
     where, exc_type, frames = key
     place = ""
     if frames:
@@ -105,8 +113,8 @@ def _real_path(name: str) -> str:
     return name
 
 
-def _key(where: str, exc: BaseException) -> tuple:
-    frames = []
+def _key(where: str, exc: BaseException) -> Key:
+    frames: list[tuple[CodeType, int]] = []
     tb = exc.__traceback__
     while tb is not None:
         frames.append((tb.tb_frame.f_code, tb.tb_lineno))
@@ -114,8 +122,6 @@ def _key(where: str, exc: BaseException) -> tuple:
     return where, type(exc), tuple(frames)
 
 
-#: the one table of this VM (cleared with the dispatcher's state, e.g. by a native mock host)
-repeats = Repeats()
 _ALWAYS_LOGGED = frozenset({"on_vm_start", "on_configure"})
 
 
@@ -131,6 +137,7 @@ def report(context_id: int, where: str) -> None:
         if isinstance(exc, ConfigurationError):
             text = f"{where}: configuration rejected: {exc}"
         else:
+            repeats = _runtime.current.repeats  # the table of the VM (of its runtime)
             if exc is not None and where not in _ALWAYS_LOGGED and not repeats.note(_key(where, exc)):
                 return
             text = f"{where} raised (context {context_id}):\n" + traceback.format_exc().rstrip()
@@ -147,6 +154,6 @@ def report(context_id: int, where: str) -> None:
 def flush() -> None:
     """Write the summaries that are due (called on the plugin's tick; never raises)."""
     try:
-        repeats.flush()
+        _runtime.current.repeats.flush()
     except BaseException:  # noqa: BLE001 - the boundary must not fail
         pass

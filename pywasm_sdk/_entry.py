@@ -1,9 +1,29 @@
-"""What the generated entry module runs at the end of pre-initialisation (during the build).
+"""The entry surface: everything the generated code of a built plugin calls into, and only that.
 
-The proxy has no filesystem, so whatever tracebacks will need later is captured now: the
-source lines of the plugin's modules, and the folders they came from (componentize-py shows
-them as /0/, /1/, ...). And json, if the plugin uses it, is made safe from deep nesting
-(:mod:`._json_guard`).
+Who calls what:
+
+- ``finish_import(real_paths)``: the generated entry module (``pywasm build``), once, at the end
+  of pre-initialisation, after it imported the plugin.
+- ``proxy_on_*``: one function per ABI callback (all of ``CALLBACKS``), with exactly the ABI's
+  parameters as ints (``end_of_stream`` as 0/1 or a bool), returning an int (an Action), a
+  bool or None as the ABI says, and never raising: the exception boundary is inside. Each
+  exported ``proxy_on_*`` of the module ends in the function of the same name here (through
+  componentize-py's export class today, through the build's generated bridge tomorrow).
+- ``create_stream_context(context_id, root_context_id)``: for a bridge that does not enter
+  Python for a stream's ``proxy_on_context_create``: call it before the stream's first callback.
+  Without it the first callback makes the context itself when the VM has a single root context.
+- ``forget_contexts(context_ids)``: for a bridge that collects ``proxy_on_delete`` of streams and
+  delivers them in bulk (on_delete of each context runs then; a plugin overriding on_delete is
+  better served by delivering proxy_on_delete as it comes).
+
+They are bound to the interpreter's one runtime (:data:`._runtime.current` when this module is
+imported, in which the plugin registered). The native mock host does not come here: it calls the
+same functions of its own runtime (``Runtime.entry_points()``).
+
+The proxy has no filesystem, so whatever tracebacks will need later is captured by
+``finish_import``: the source lines of the plugin's modules, and the folders they came from
+(componentize-py shows them as /0/, /1/, ...). And json, if the plugin uses it, is made safe
+from deep nesting (:mod:`._json_guard`).
 """
 
 from __future__ import annotations
@@ -11,7 +31,12 @@ from __future__ import annotations
 import linecache
 import sys
 
-from . import _boundary, _json_guard
+from . import _boundary, _json_guard, _runtime
+from ._abi import CALLBACKS
+
+__all__ = [*CALLBACKS, "create_stream_context", "forget_contexts", "finish_import"]
+
+globals().update(_runtime.current.entry_points())
 
 
 def finish_import(real_paths: dict[str, str], source_folders: tuple[str, ...]) -> None:

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
 
-from . import callouts, hostcalls
+from . import _runtime, callouts, hostcalls
 from ._abi import Action, PeerType, StreamType
 from .callouts import GrpcResponse, GrpcStream, GrpcStreamHandler, HttpResponse
 from .http import (DOWNSTREAM_DATA, REQUEST_BODY, REQUEST_HEADERS, REQUEST_TRAILERS,
-                   RESPONSE_BODY, RESPONSE_HEADERS, RESPONSE_TRAILERS, UPSTREAM_DATA,
-                   HeaderPairs, pairs_to_bytes)
-from .wire import to_bytes
+                   RESPONSE_BODY, RESPONSE_HEADERS, RESPONSE_TRAILERS, UPSTREAM_DATA, Buffer,
+                   HeaderMap, HeaderPairs, pairs_to_bytes)
+from .wire import check_int, to_bytes
 
-TYPE_CHECKING = False  # the aliases below exist for type checkers only
+TYPE_CHECKING = False  # typing is not imported at run time: it would weigh on every plugin
 if TYPE_CHECKING:
-    from typing import TypeAlias, TypeVar
+    from typing import Any, ClassVar, TypeAlias, TypeVar
 
     _T = TypeVar("_T")
     #: a callback that may be ``async def`` answers its value or a coroutine that returns it
@@ -55,7 +54,7 @@ class Context:
         """The proxy is done with this context. Return False to finish later with ``done()``."""
         return True
 
-    def on_log(self) -> MaybeAwaitable[None]:
+    def on_log(self) -> None:
         """Access-log time: request and response headers are still readable."""
 
     def on_delete(self) -> None:
@@ -69,11 +68,16 @@ class Context:
     def set_effective_context(self) -> None:
         """Make the hostcalls that follow act on this context.
 
-        Inside this context's own callbacks that is already so. Call it in a root callback
-        (on_tick, on_queue_ready, a call's answer) before touching a stream's headers or body;
-        ``resume_*``, ``reset``, ``close`` and ``send_local_response`` do it themselves.
+        Inside this context's own callbacks that is already so, and the SDK's own calls on a
+        context (its header maps and bodies, ``resume_*``, ``reset``, ``close``,
+        ``send_local_response``) do it themselves: ``other.request_headers.add(...)`` acts on
+        ``other`` from any callback. Only module-level functions that act on "the current
+        stream" (properties, ``set_envoy_filter_state``) need it, when called for another
+        context than the one whose callback runs.
         """
-        hostcalls.set_effective_context(self.context_id)
+        rt = _runtime.current
+        if rt.effective != self.context_id:
+            rt.set_effective(self.context_id)
 
     # -- calls to other services (see pywasm_sdk.callouts) -------------------------------
     def http_call(self, cluster: str, *, method: str = "GET", path: str = "/",
@@ -88,7 +92,8 @@ class Context:
         """
         request = (cluster, callouts.http_headers(method, path, authority or cluster, headers),
                    to_bytes(body), pairs_to_bytes(trailers), _milliseconds(timeout))
-        return callouts.Pending(lambda waiter: callouts.send_http(*request, waiter))
+        return callouts.Pending(lambda waiter: _runtime.current.calls.send_http(*request, waiter),
+                                f"self.http_call({cluster!r}, ...)")
 
     def dispatch_http_call(self, cluster: str, *, method: str = "GET", path: str = "/",
                            headers: HeaderPairs | None = None, body: str | bytes = b"",
@@ -102,8 +107,9 @@ class Context:
         Return PAUSE from a stream callback to hold the stream until you resume it.
         """
         waiter = callouts.callback_waiter(self.context_id, callback or (lambda _r: None))
-        token = callouts.send_http(cluster, callouts.http_headers(method, path, authority or cluster, headers),
-                                   to_bytes(body), pairs_to_bytes(trailers), _milliseconds(timeout), waiter)
+        token = _runtime.current.calls.send_http(
+            cluster, callouts.http_headers(method, path, authority or cluster, headers),
+            to_bytes(body), pairs_to_bytes(trailers), _milliseconds(timeout), waiter)
         if callback is None:
             waiter.fn = functools.partial(self.on_http_call_response, token)  # type: ignore[attr-defined]
         return token
@@ -116,20 +122,22 @@ class Context:
         """``response = await self.grpc_call(...)``: a unary gRPC call to an Envoy cluster.
         Raises GrpcCallError when the call ends with a status other than OK."""
         request = (cluster, service, method, pairs_to_bytes(metadata), to_bytes(message), _milliseconds(timeout))
-        return callouts.Pending(lambda waiter: callouts.send_grpc(*request, waiter))
+        return callouts.Pending(lambda waiter: _runtime.current.calls.send_grpc(*request, waiter),
+                                f"self.grpc_call({cluster!r}, {service!r}, {method!r}, ...)")
 
     def dispatch_grpc_call(self, cluster: str, service: str, method: str, message: bytes, *,
                            metadata: HeaderPairs | None = None, timeout: float | None = 5.0,
                            callback: Callable[[Any], None]) -> int:
         """Start a unary gRPC call; ``callback`` gets a GrpcResponse, or a GrpcCallError."""
-        return callouts.send_grpc(cluster, service, method, pairs_to_bytes(metadata), to_bytes(message),
-                                  _milliseconds(timeout), callouts.callback_waiter(self.context_id, callback))
+        return _runtime.current.calls.send_grpc(
+            cluster, service, method, pairs_to_bytes(metadata), to_bytes(message), _milliseconds(timeout),
+            callouts.callback_waiter(self.context_id, callback))
 
     def open_grpc_stream(self, cluster: str, service: str, method: str,
                          handler: GrpcStreamHandler, *, metadata: HeaderPairs | None = None) -> GrpcStream:
         """Open a gRPC stream; ``handler`` receives metadata, messages and the close."""
-        return callouts.open_grpc_stream(self.context_id, cluster, service, method,
-                                         pairs_to_bytes(metadata), handler)
+        return _runtime.current.calls.open_grpc_stream(self.context_id, cluster, service, method,
+                                                       pairs_to_bytes(metadata), handler)
 
 
 class RootContext(Context):
@@ -177,8 +185,9 @@ class RootContext(Context):
         return cls(context_id, self) if cls is not None else None
 
     def set_tick_period(self, milliseconds: int) -> None:
-        """Call on_tick every ``milliseconds`` (0 stops the timer). Valid in root callbacks."""
-        hostcalls.set_tick_period(milliseconds)
+        """Call on_tick every ``milliseconds`` (an int; 0 stops the timer). Valid in root
+        callbacks. Raises TypeError for a float, ValueError for a negative period."""
+        hostcalls.set_tick_period(check_int(milliseconds, "set_tick_period(milliseconds)", 0, 0xFFFFFFFF))
 
 
 class HttpContext(Context):
@@ -189,12 +198,20 @@ class HttpContext(Context):
     trailers, then on_log, on_done and on_delete.
     """
 
-    request_headers = REQUEST_HEADERS
-    request_trailers = REQUEST_TRAILERS
-    response_headers = RESPONSE_HEADERS
-    response_trailers = RESPONSE_TRAILERS
-    request_body = REQUEST_BODY
-    response_body = RESPONSE_BODY
+    if TYPE_CHECKING:  # what the views below are to a type checker
+        request_headers: HeaderMap
+        request_trailers: HeaderMap
+        response_headers: HeaderMap
+        response_trailers: HeaderMap
+        request_body: Buffer
+        response_body: Buffer
+    else:  # each context gets its own view of its own maps and bodies (see pywasm_sdk.http)
+        request_headers = REQUEST_HEADERS
+        request_trailers = REQUEST_TRAILERS
+        response_headers = RESPONSE_HEADERS
+        response_trailers = RESPONSE_TRAILERS
+        request_body = REQUEST_BODY
+        response_body = RESPONSE_BODY
 
     def __init__(self, context_id: int, root: RootContext) -> None:
         super().__init__(context_id)
@@ -234,9 +251,12 @@ class HttpContext(Context):
         request callback afterwards so that the request goes no further. ``details`` appears
         in Envoy's access log as the response code details.
         """
+        status = check_int(status, "send_local_response(status)", 0, 0xFFFFFFFF)
+        grpc = _NO_GRPC_STATUS if grpc_status is None else check_int(
+            grpc_status, "send_local_response(grpc_status)", 0, 0x7FFFFFFF)
+        data, pairs = to_bytes(body), pairs_to_bytes(headers)
         self.set_effective_context()
-        hostcalls.send_local_response(status, details, to_bytes(body), pairs_to_bytes(headers),
-                                      _NO_GRPC_STATUS if grpc_status is None else grpc_status)
+        hostcalls.send_local_response(status, details, data, pairs, grpc)
 
     def resume_request(self) -> None:
         """Continue a request paused by returning PAUSE (e.g. after an HTTP call answered)."""
@@ -257,8 +277,12 @@ class HttpContext(Context):
 class StreamContext(Context):
     """One TCP connection through a network filter."""
 
-    downstream_data = DOWNSTREAM_DATA
-    upstream_data = UPSTREAM_DATA
+    if TYPE_CHECKING:
+        downstream_data: Buffer
+        upstream_data: Buffer
+    else:
+        downstream_data = DOWNSTREAM_DATA
+        upstream_data = UPSTREAM_DATA
 
     def __init__(self, context_id: int, root: RootContext) -> None:
         super().__init__(context_id)
@@ -272,14 +296,14 @@ class StreamContext(Context):
         """Bytes from the client (``self.downstream_data``)."""
         return Action.CONTINUE
 
-    def on_upstream_data(self, data_size: int, end_of_stream: bool) -> MaybeAwaitable[Action | None]:
+    def on_upstream_data(self, data_size: int, end_of_stream: bool) -> Action | None:
         """Bytes from the upstream (``self.upstream_data``)."""
         return Action.CONTINUE
 
-    def on_downstream_connection_close(self, peer: PeerType) -> MaybeAwaitable[None]:
+    def on_downstream_connection_close(self, peer: PeerType) -> None:
         """The client side closed (``peer`` says which side closed it)."""
 
-    def on_upstream_connection_close(self, peer: PeerType) -> MaybeAwaitable[None]:
+    def on_upstream_connection_close(self, peer: PeerType) -> None:
         """The upstream side closed."""
 
     def resume_downstream(self) -> None:

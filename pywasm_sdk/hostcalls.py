@@ -1,10 +1,16 @@
+# mypy: disable-error-code="no-any-return"
+# (the raw hostcalls are bound at run time and untyped: each wrapper below gives its result a type)
 """The one seam between the SDK and a host, and a thin typed wrapper over each hostcall.
 
 Rule of this module: nothing else in the SDK calls the raw imports. The raw functions are this
 module's globals, named as in the ABI (``proxy_log``, ``proxy_get_header_map_value``, ...), and
-:func:`install` binds them to a host: the componentize-py bindings inside the proxy, or the mock
-host's in-process implementation in tests. Until then they raise :class:`NoHostError`, which
-is what a plugin sees when it calls the host at import time (during the build).
+:func:`install` binds them to a host: the bindings of the built module inside the proxy, or the
+mock host's in-process implementation in tests. Until then they raise :class:`NoHostError`,
+which is what a plugin sees when it calls the host at import time (during the build).
+
+:func:`bind` makes the table of one host without binding it and :func:`use` binds a table and
+returns the one it replaces: the native mock host binds its own table around each callback of
+its plugin, so several hosts can serve plugins in one process.
 
 Raw calling convention (the WIT world generated from abi/proxy_wasm.yaml): inputs are ints,
 ``bytes`` or ``str``; a hostcall without outputs returns its status; one with outputs returns
@@ -16,19 +22,25 @@ raises :class:`HostCallError` (typed by status) for any other.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._abi import HOSTCALLS, SDK_IMPORTS, TEXT_PARAMS, BufferType, MapType, Status
 from .errors import NoHostError, error_for
-from .wire import Pairs, decode_pairs, encode_pairs, safe_text
+from .wire import Pairs, decode_pairs, encode_pairs, safe_text, to_str
+
+TYPE_CHECKING = False  # typing is not imported at run time: it would weigh on every plugin
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeAlias
+
+    #: raw hostcall name -> the function bound to it
+    Table: TypeAlias = "dict[str, Callable[..., Any]]"
 
 _OK = Status.OK
 _NOT_FOUND = Status.NOT_FOUND
 _EMPTY = Status.EMPTY
 
 
-def _no_host(name: str):
-    def call(*_args: Any) -> Any:
+def _no_host(name: str) -> Callable[..., Any]:
+    def call(*_args: object) -> object:
         raise NoHostError(
             f"{name}: the host is not available here. Plugins are imported while `pywasm build` "
             "pre-initialises them, where no proxy exists: call the host (log, headers, "
@@ -43,42 +55,54 @@ def _no_host(name: str):
 RAW_NAMES = HOSTCALLS + SDK_IMPORTS
 
 
-def _text_safe(fn: Any, positions: tuple[int, ...]) -> Any:
+def _text_safe(fn: Callable[..., Any], positions: tuple[int, ...]) -> Callable[..., Any]:
     """``fn`` with its text arguments made valid Unicode first (see :func:`wire.safe_text`):
     componentize-py aborts the whole VM, it raises nothing, on a str with lone surrogates, and
     the SDK's own str decoding makes exactly those of bytes that are not UTF-8."""
-    def call(*args: Any) -> Any:
+    def call(*args: object) -> object:
         args_ = list(args)
         for i in positions:
-            args_[i] = safe_text(args_[i])
+            args_[i] = safe_text(args_[i])  # type: ignore[arg-type]
         return fn(*args_)
 
     call.__name__ = getattr(fn, "__name__", "hostcall")
     return call
 
 
-def install(raw: Any) -> None:
-    """Bind every raw hostcall to ``raw.<name>`` (a module or an object with those functions).
-
-    The text parameters the ABI declares are guarded here, once for every wrapper below."""
+def bind(raw: object) -> Table:
+    """The table of raw hostcalls of ``raw`` (a module or an object with a function per name),
+    not bound yet. The text parameters the ABI declares are guarded here, once for every
+    wrapper below."""
     missing = [n for n in RAW_NAMES if not hasattr(raw, n)]
     if missing:
         raise TypeError(f"host implementation lacks {', '.join(missing)}")
-    g = globals()
+    table: Table = {}
     for name in RAW_NAMES:
         fn = getattr(raw, name)
         positions = TEXT_PARAMS.get(name)
-        g[name] = _text_safe(fn, positions) if positions else fn
+        table[name] = _text_safe(fn, positions) if positions else fn
+    return table
 
 
-def uninstall() -> None:
-    """Detach the host: every raw hostcall raises NoHostError again."""
-    g = globals()
-    for name in RAW_NAMES:
-        g[name] = _no_host(name)
+#: the table bound while no host is: every raw hostcall raises NoHostError
+NO_HOST: Table = {name: _no_host(name) for name in RAW_NAMES}
+_bound = NO_HOST
 
 
-uninstall()
+def use(table: Table) -> Table:
+    """Bind a table made by :func:`bind` (or :data:`NO_HOST`); returns the table it replaces."""
+    global _bound
+    previous, _bound = _bound, table
+    globals().update(table)
+    return previous
+
+
+def install(raw: object) -> None:
+    """Bind every raw hostcall to ``raw.<name>`` (a module or an object with those functions)."""
+    use(bind(raw))
+
+
+use(NO_HOST)
 
 # Raw hostcalls, bound by install(); declared for readers and type checkers.
 proxy_log: Any
@@ -333,34 +357,34 @@ def done() -> None:
 
 # -- shared data and queues ----------------------------------------------------------------
 
-def get_shared_data(key: str) -> tuple[bytes, int] | None:
+def get_shared_data(key: bytes) -> tuple[bytes, int] | None:
     status, value, cas = proxy_get_shared_data(key)
     if status:
         if status == _NOT_FOUND:
             return None
-        raise error_for("proxy_get_shared_data", status, repr(key))
+        raise error_for("proxy_get_shared_data", status, repr(to_str(key)))
     return value, cas
 
 
-def set_shared_data(key: str, value: bytes, cas: int) -> None:
+def set_shared_data(key: bytes, value: bytes, cas: int) -> None:
     status = proxy_set_shared_data(key, value, cas)
     if status:
-        raise error_for("proxy_set_shared_data", status, repr(key))
+        raise error_for("proxy_set_shared_data", status, repr(to_str(key)))
 
 
-def register_shared_queue(name: str) -> int:
+def register_shared_queue(name: bytes) -> int:
     status, queue_id = proxy_register_shared_queue(name)
     if status:
-        raise error_for("proxy_register_shared_queue", status, repr(name))
+        raise error_for("proxy_register_shared_queue", status, repr(to_str(name)))
     return queue_id
 
 
-def resolve_shared_queue(vm_id: str, name: str) -> int | None:
+def resolve_shared_queue(vm_id: bytes, name: bytes) -> int | None:
     status, queue_id = proxy_resolve_shared_queue(vm_id, name)
     if status:
         if status == _NOT_FOUND:
             return None
-        raise error_for("proxy_resolve_shared_queue", status, f"{vm_id!r}/{name!r}")
+        raise error_for("proxy_resolve_shared_queue", status, f"{to_str(vm_id)!r}/{to_str(name)!r}")
     return queue_id
 
 
@@ -381,10 +405,10 @@ def dequeue_shared_queue(queue_id: int) -> bytes | None:
 
 # -- metrics -------------------------------------------------------------------------------
 
-def define_metric(metric_type: int, name: str) -> int:
+def define_metric(metric_type: int, name: bytes) -> int:
     status, metric_id = proxy_define_metric(metric_type, name)
     if status:
-        raise error_for("proxy_define_metric", status, repr(name))
+        raise error_for("proxy_define_metric", status, repr(to_str(name)))
     return metric_id
 
 

@@ -1,17 +1,20 @@
 """Views of what an HTTP stream or TCP connection carries: header maps and buffers.
 
-A view holds nothing but which map or buffer it shows; every read and write is a hostcall on
-the context whose callback is running. That is why the views are shared class attributes of
-the contexts (no allocation per request) and why they are only valid inside callbacks.
+A view holds nothing but which map or buffer it shows and whose: every read and write is a
+hostcall on its context. ``ctx.request_headers`` is a view bound to ``ctx``, made the first time
+it is used on that context; when ``ctx`` is not the context the host acts on at that moment
+(another stream's, from a root callback or another stream's callback), the view makes it the
+effective context first, so ``other.request_headers.add(...)`` acts on ``other``. Views are only
+valid inside callbacks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from . import hostcalls
+from . import _runtime, hostcalls
 from ._abi import BufferType, MapType
-from .wire import to_bytes, to_str
+from .wire import check_int, to_bytes, to_str
 
 HeaderValue = str | bytes
 # a Mapping is invariant in its keys: dict[str, str] must match without a cast
@@ -22,15 +25,29 @@ _ALL = 0xFFFFFFFF
 
 
 def pairs_to_bytes(pairs: HeaderPairs | None) -> list[tuple[bytes, bytes]]:
-    """Normalise a mapping or an iterable of (name, value) to byte pairs."""
+    """Normalise a mapping or an iterable of (name, value) to byte pairs (every value of a
+    HeaderMap, not only the first)."""
     if pairs is None:
         return []
+    if isinstance(pairs, HeaderMap):
+        return pairs.pairs_bytes()
     items = pairs.items() if isinstance(pairs, Mapping) else pairs
     return [(to_bytes(k), to_bytes(v)) for k, v in items]
 
 
-class HeaderMap:
-    """The request or response headers (or trailers) of the current HTTP stream.
+def _focus(context_id: int) -> None:
+    """Make the host act on ``context_id`` if it does not already (0: whatever it acts on)."""
+    if context_id and context_id != _runtime.current.effective:
+        _runtime.current.set_effective(context_id)
+
+
+class HeaderMap(Mapping[str, str]):
+    """The request or response headers (or trailers) of an HTTP stream.
+
+    A read-only mapping of each header's *first* value (``m[name]``, ``get``, ``in``, ``len``,
+    ``keys``, ``values``, ``items``, ``dict(m)``), plus the multi-value API (``get_all``,
+    ``pairs``) and the edits Envoy offers (``add``, ``replace``, ``remove``, ``set_all``, and
+    ``m[name] = value`` / ``del m[name]`` for replace and remove).
 
     Names are matched case-insensitively by the proxy (Envoy stores them lower-case). Values are
     ``str`` decoded from UTF-8; bytes that are not UTF-8 survive as surrogates and are written
@@ -40,61 +57,101 @@ class HeaderMap:
     headers in on_response_headers; trailers in the trailers callbacks), for as long as the
     stream is paused there, and read-only in on_log. Envoy lets go of a map once its callback
     returns CONTINUE: reading request headers in on_response_headers raises BadArgument (get)
-    or gives nothing (items). Keep what you need on ``self``.
+    or gives nothing (pairs). Keep what you need on ``self``.
     """
 
-    __slots__ = ("map_type",)
+    __slots__ = ("map_type", "context_id")
 
-    def __init__(self, map_type: MapType) -> None:
+    def __init__(self, map_type: MapType, context_id: int = 0) -> None:
         self.map_type = map_type
+        #: the context whose map this is (0: the one the host acts on when it is used)
+        self.context_id = context_id
 
     def __repr__(self) -> str:
-        return f"HeaderMap({MapType(self.map_type).name})"
+        return f"HeaderMap({MapType(self.map_type).name}, context {self.context_id})"
 
-    def get(self, name: HeaderValue, default: str | None = None) -> str | None:
+    # -- the mapping of first values ------------------------------------------------------
+    def get(self, name: HeaderValue, default: str | None = None) -> str | None:  # type: ignore[override]
         """The first value of a header, or ``default`` when it is absent."""
+        _focus(self.context_id)
         value = hostcalls.get_map_value(self.map_type, to_bytes(name))
         return default if value is None else to_str(value)
 
-    def get_bytes(self, name: HeaderValue) -> bytes | None:
-        """The first value of a header as bytes, or None."""
-        return hostcalls.get_map_value(self.map_type, to_bytes(name))
-
-    def get_all(self, name: HeaderValue) -> list[str]:
-        """Every value of a repeated header, in order (the proxy's get returns only the first)."""
-        key = to_bytes(name).lower()
-        return [to_str(v) for k, v in hostcalls.get_map_pairs(self.map_type) if k.lower() == key]
-
-    def items(self) -> list[tuple[str, str]]:
-        """All (name, value) pairs in order, repeated headers as separate pairs."""
-        return [(to_str(k), to_str(v)) for k, v in hostcalls.get_map_pairs(self.map_type)]
-
-    def items_bytes(self) -> list[tuple[bytes, bytes]]:
-        """All pairs as bytes."""
-        return hostcalls.get_map_pairs(self.map_type)
-
-    def add(self, name: HeaderValue, value: HeaderValue) -> None:
-        """Add a value, keeping existing values of the same header."""
-        hostcalls.add_map_value(self.map_type, to_bytes(name), to_bytes(value))
-
-    def replace(self, name: HeaderValue, value: HeaderValue) -> None:
-        """Set a header to one value, replacing any existing values."""
-        hostcalls.replace_map_value(self.map_type, to_bytes(name), to_bytes(value))
-
-    def remove(self, name: HeaderValue) -> None:
-        """Remove every value of a header (no error when it is absent)."""
-        hostcalls.remove_map_value(self.map_type, to_bytes(name))
-
-    def set_all(self, pairs: HeaderPairs) -> None:
-        """Replace the whole map with these pairs (a mapping or an iterable of pairs)."""
-        hostcalls.set_map_pairs(self.map_type, pairs_to_bytes(pairs))
-
-    # Mapping-style conveniences, all in terms of the methods above.
     def __getitem__(self, name: HeaderValue) -> str:
         value = self.get(name)
         if value is None:
             raise KeyError(name)
         return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, (str, bytes)) and self.get_bytes(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        """Each header name once, in order of first appearance."""
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        """The number of distinct header names (a repeated header counts once)."""
+        return len(self.keys())
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        """Each header name once, in order of first appearance (one hostcall)."""
+        return list(dict.fromkeys(k for k, _ in self.pairs()))
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        """(name, first value) for each header name, in order (one hostcall). For every value
+        of repeated headers use :meth:`pairs`."""
+        first: dict[str, str] = {}
+        for k, v in self.pairs():
+            first.setdefault(k, v)
+        return list(first.items())
+
+    def values(self) -> list[str]:  # type: ignore[override]
+        """The first value of each header name, in order (one hostcall)."""
+        return [v for _, v in self.items()]
+
+    # -- every value ---------------------------------------------------------------------
+    def get_bytes(self, name: HeaderValue) -> bytes | None:
+        """The first value of a header as bytes, or None."""
+        _focus(self.context_id)
+        return hostcalls.get_map_value(self.map_type, to_bytes(name))
+
+    def get_all(self, name: HeaderValue) -> list[str]:
+        """Every value of a repeated header, in order (the proxy's get returns only the first)."""
+        key = to_bytes(name).lower()
+        return [to_str(v) for k, v in self.pairs_bytes() if k.lower() == key]
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """All (name, value) pairs in order, a repeated header as one pair per value."""
+        return [(to_str(k), to_str(v)) for k, v in self.pairs_bytes()]
+
+    def pairs_bytes(self) -> list[tuple[bytes, bytes]]:
+        """All pairs as bytes."""
+        _focus(self.context_id)
+        return hostcalls.get_map_pairs(self.map_type)
+
+    # -- edits ---------------------------------------------------------------------------
+    def add(self, name: HeaderValue, value: HeaderValue) -> None:
+        """Add a value, keeping existing values of the same header."""
+        _focus(self.context_id)
+        hostcalls.add_map_value(self.map_type, to_bytes(name), to_bytes(value))
+
+    def replace(self, name: HeaderValue, value: HeaderValue) -> None:
+        """Set a header to one value, replacing any existing values."""
+        _focus(self.context_id)
+        hostcalls.replace_map_value(self.map_type, to_bytes(name), to_bytes(value))
+
+    def remove(self, name: HeaderValue) -> None:
+        """Remove every value of a header (no error when it is absent)."""
+        _focus(self.context_id)
+        hostcalls.remove_map_value(self.map_type, to_bytes(name))
+
+    def set_all(self, pairs: HeaderPairs) -> None:
+        """Replace the whole map with these pairs (a mapping, an iterable of pairs, or another
+        HeaderMap, every value of which is copied)."""
+        data = pairs_to_bytes(pairs)
+        _focus(self.context_id)
+        hostcalls.set_map_pairs(self.map_type, data)
 
     def __setitem__(self, name: HeaderValue, value: HeaderValue) -> None:
         self.replace(name, value)
@@ -102,35 +159,34 @@ class HeaderMap:
     def __delitem__(self, name: HeaderValue) -> None:
         self.remove(name)
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, (str, bytes)) and self.get_bytes(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([k for k, _ in self.items()])
-
 
 class Buffer:
-    """A body of the current HTTP stream, or the data of the current TCP callback.
+    """A body of an HTTP stream, or the data of a TCP connection's current callback.
 
     The proxy hands a plugin what it has buffered so far: return ``Action.PAUSE`` from a body
     callback to make it buffer more, and read the whole body when ``end_of_stream`` is true.
     Envoy can only replace from the start, prepend or append; those are the edits offered.
     """
 
-    __slots__ = ("buffer_type",)
+    __slots__ = ("buffer_type", "context_id")
 
-    def __init__(self, buffer_type: BufferType) -> None:
+    def __init__(self, buffer_type: BufferType, context_id: int = 0) -> None:
         self.buffer_type = buffer_type
+        #: the context whose buffer this is (0: the one the host acts on when it is used)
+        self.context_id = context_id
 
     def __repr__(self) -> str:
-        return f"Buffer({BufferType(self.buffer_type).name})"
+        return f"Buffer({BufferType(self.buffer_type).name}, context {self.context_id})"
 
     def __len__(self) -> int:
+        _focus(self.context_id)
         return hostcalls.get_buffer_size(self.buffer_type) or 0
 
     def read(self, start: int = 0, size: int | None = None) -> bytes:
         """Bytes from ``start`` (all of them, or at most ``size``); b"" when there is none."""
-        data = hostcalls.get_buffer(self.buffer_type, start, _ALL if size is None else size)
+        _focus(self.context_id)
+        data = hostcalls.get_buffer(self.buffer_type, check_int(start, "read(start)", 0, _ALL),
+                                    _ALL if size is None else check_int(size, "read(size)", 0, _ALL))
         return data or b""
 
     def text(self, encoding: str = "utf-8", errors: str = "replace") -> str:
@@ -139,22 +195,49 @@ class Buffer:
 
     def replace(self, data: str | bytes) -> None:
         """Replace everything buffered so far with data."""
-        hostcalls.set_buffer(self.buffer_type, 0, len(self), to_bytes(data))
+        raw = to_bytes(data)
+        hostcalls.set_buffer(self.buffer_type, 0, len(self), raw)
 
     def prepend(self, data: str | bytes) -> None:
         """Insert data before what is buffered."""
-        hostcalls.set_buffer(self.buffer_type, 0, 0, to_bytes(data))
+        raw = to_bytes(data)
+        _focus(self.context_id)
+        hostcalls.set_buffer(self.buffer_type, 0, 0, raw)
 
     def append(self, data: str | bytes) -> None:
         """Add data after what is buffered."""
-        hostcalls.set_buffer(self.buffer_type, _ALL, 0, to_bytes(data))
+        raw = to_bytes(data)
+        _focus(self.context_id)
+        hostcalls.set_buffer(self.buffer_type, _ALL, 0, raw)
 
 
-REQUEST_HEADERS = HeaderMap(MapType.HTTP_REQUEST_HEADERS)
-REQUEST_TRAILERS = HeaderMap(MapType.HTTP_REQUEST_TRAILERS)
-RESPONSE_HEADERS = HeaderMap(MapType.HTTP_RESPONSE_HEADERS)
-RESPONSE_TRAILERS = HeaderMap(MapType.HTTP_RESPONSE_TRAILERS)
-REQUEST_BODY = Buffer(BufferType.HTTP_REQUEST_BODY)
-RESPONSE_BODY = Buffer(BufferType.HTTP_RESPONSE_BODY)
-DOWNSTREAM_DATA = Buffer(BufferType.DOWNSTREAM_DATA)
-UPSTREAM_DATA = Buffer(BufferType.UPSTREAM_DATA)
+class View:
+    """A class attribute that gives each context its own view of one of its maps or buffers,
+    made on first use and then kept in the instance (no allocation per access after that).
+    The contexts declare the attributes' types for type checkers (HeaderMap, Buffer)."""
+
+    __slots__ = ("make", "name")
+
+    def __init__(self, make: Callable[[int], HeaderMap | Buffer]) -> None:
+        self.make = make
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, ctx: object, owner: type | None = None) -> object:
+        if ctx is None:
+            return self
+        view = self.make(ctx.context_id)  # type: ignore[attr-defined]
+        ctx.__dict__[self.name] = view
+        return view
+
+
+REQUEST_HEADERS = View(lambda cid: HeaderMap(MapType.HTTP_REQUEST_HEADERS, cid))
+REQUEST_TRAILERS = View(lambda cid: HeaderMap(MapType.HTTP_REQUEST_TRAILERS, cid))
+RESPONSE_HEADERS = View(lambda cid: HeaderMap(MapType.HTTP_RESPONSE_HEADERS, cid))
+RESPONSE_TRAILERS = View(lambda cid: HeaderMap(MapType.HTTP_RESPONSE_TRAILERS, cid))
+REQUEST_BODY = View(lambda cid: Buffer(BufferType.HTTP_REQUEST_BODY, cid))
+RESPONSE_BODY = View(lambda cid: Buffer(BufferType.HTTP_RESPONSE_BODY, cid))
+DOWNSTREAM_DATA = View(lambda cid: Buffer(BufferType.DOWNSTREAM_DATA, cid))
+UPSTREAM_DATA = View(lambda cid: Buffer(BufferType.UPSTREAM_DATA, cid))

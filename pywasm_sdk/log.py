@@ -5,7 +5,9 @@ Three ways in, one way out (``proxy_log``):
 - ``from pywasm_sdk import log; log.info("user %s", user)``: %-style like ``logging``, and the
   message is only formatted when the proxy would keep it;
 - ``logging.getLogger(__name__).warning(...)``: the root logger gets a handler that writes to
-  the proxy log, and its level follows the proxy's log level (set when the VM starts);
+  the proxy log, and its level follows the proxy's log level (set when the VM starts). The SDK
+  itself does not import ``logging`` (it would weigh on every plugin): the handler is added when
+  the plugin imported it, at module level like any import;
 - ``print(...)`` goes to the proxy log at info, ``sys.stderr`` at error, line by line.
 
 Envoy prints each line as ``wasm log <plugin name> <vm id>: <message>`` under its ``wasm`` logger.
@@ -13,27 +15,26 @@ Envoy prints each line as ``wasm log <plugin name> <vm id>: <message>`` under it
 
 from __future__ import annotations
 
-import logging as _logging
 import sys
 
-from . import hostcalls
+from . import _runtime, hostcalls
 from ._abi import LogLevel
+
+TYPE_CHECKING = False  # logging is imported only when the plugin uses it
+if TYPE_CHECKING:
+    import logging
 
 __all__ = ["trace", "debug", "info", "warning", "warn", "error", "critical", "level", "LogLevel"]
 
-# The proxy's current level; messages below it are not even formatted. Refreshed by
-# refresh_level() when the VM starts and when a plugin is configured.
-_threshold = LogLevel.TRACE
-
-_TO_LOGGING = {
-    LogLevel.TRACE: 5, LogLevel.DEBUG: _logging.DEBUG, LogLevel.INFO: _logging.INFO,
-    LogLevel.WARN: _logging.WARNING, LogLevel.ERROR: _logging.ERROR,
-    LogLevel.CRITICAL: _logging.CRITICAL,
-}
+#: the proxy's levels as the ``logging`` module's numbers (TRACE has none there)
+_TO_LOGGING = {LogLevel.TRACE: 5, LogLevel.DEBUG: 10, LogLevel.INFO: 20, LogLevel.WARN: 30,
+               LogLevel.ERROR: 40, LogLevel.CRITICAL: 50}
 
 
-def _emit(level: int, msg: object, args: tuple) -> None:
-    if level >= _threshold:
+def _emit(level: int, msg: object, args: tuple[object, ...]) -> None:
+    # the runtime keeps the proxy's level, refreshed by refresh_level(): below it a message is
+    # not even formatted
+    if level >= _runtime.current.log_threshold:
         hostcalls.log(level, str(msg) % args if args else str(msg))
 
 
@@ -72,14 +73,17 @@ def critical(msg: object, *args: object) -> None:
 
 def level() -> LogLevel:
     """The level below which the proxy drops plugin log lines (as last read from the host)."""
-    return LogLevel(_threshold)
+    return LogLevel(_runtime.current.log_threshold)
 
 
 def refresh_level() -> None:
-    """Read the proxy's log level and apply it here and to the ``logging`` root logger."""
-    global _threshold
-    _threshold = LogLevel(min(hostcalls.get_log_level(), LogLevel.CRITICAL))
-    _logging.root.setLevel(_TO_LOGGING[_threshold])
+    """Read the proxy's log level and apply it here and to the ``logging`` root logger (called
+    when the VM starts and when a configuration arrives)."""
+    threshold = LogLevel(min(hostcalls.get_log_level(), LogLevel.CRITICAL))
+    _runtime.current.log_threshold = threshold
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.root.setLevel(_TO_LOGGING[threshold])
 
 
 def write_unconditionally(level: int, text: str) -> None:
@@ -90,27 +94,34 @@ def write_unconditionally(level: int, text: str) -> None:
         pass
 
 
-class ProxyLogHandler(_logging.Handler):
-    """A ``logging`` handler that writes records to the proxy log."""
-
-    def emit(self, record: _logging.LogRecord) -> None:
-        try:
-            no = record.levelno
-            proxy_level = (LogLevel.CRITICAL if no >= 50 else LogLevel.ERROR if no >= 40 else
-                           LogLevel.WARN if no >= 30 else LogLevel.INFO if no >= 20 else
-                           LogLevel.DEBUG if no >= 10 else LogLevel.TRACE)
-            hostcalls.log(proxy_level, self.format(record))
-        except Exception:  # noqa: BLE001 - logging's own contract
-            self.handleError(record)
+def _proxy_level(levelno: int) -> LogLevel:
+    return (LogLevel.CRITICAL if levelno >= 50 else LogLevel.ERROR if levelno >= 40 else
+            LogLevel.WARN if levelno >= 30 else LogLevel.INFO if levelno >= 20 else
+            LogLevel.DEBUG if levelno >= 10 else LogLevel.TRACE)
 
 
-class _Formatter(_logging.Formatter):
-    def format(self, record: _logging.LogRecord) -> str:
-        text = super().format(record)
-        return text if record.name == "root" else f"{record.name}: {text}"
+def proxy_log_handler() -> logging.Handler:
+    """A handler for the ``logging`` root logger: records as proxy log lines, prefixed with the
+    logger's name unless it is the root logger. Imports ``logging``: call it only when the
+    plugin uses it."""
+    import logging  # noqa: F811 - at run time, here only
+
+    class ProxyLogHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                text = self.format(record)
+                if record.name != "root":
+                    text = f"{record.name}: {text}"
+                hostcalls.log(_proxy_level(record.levelno), text)
+            except Exception:  # noqa: BLE001 - logging's own contract
+                self.handleError(record)
+
+    handler = ProxyLogHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
 
 
-class _LineWriter:
+class LineWriter:
     """A text stream that writes each complete line to the proxy log (stands in for stdout)."""
 
     def __init__(self, level: int) -> None:
@@ -137,41 +148,14 @@ class _LineWriter:
         return True
 
 
-class PluginOutput:
-    """Routes ``print``, ``sys.stderr`` and the ``logging`` root logger to the proxy log while
-    active. Reusable: the native mock host enters it around every callback, so that a plugin's
-    output goes where it goes in the .wasm and the test process's own output is untouched.
-    The root logger's level set by the plugin (see refresh_level) is kept between uses.
-    """
-
-    def __init__(self) -> None:
-        self._stdout = _LineWriter(LogLevel.INFO)
-        self._stderr = _LineWriter(LogLevel.ERROR)
-        self._handler = ProxyLogHandler()
-        self._handler.setFormatter(_Formatter("%(message)s"))
-        self._plugin_level: int | None = None
-        self._saved: tuple = ()
-
-    def __enter__(self) -> PluginOutput:
-        root = _logging.getLogger()
-        self._saved = (sys.stdout, sys.stderr, root.level)
-        sys.stdout, sys.stderr = self._stdout, self._stderr  # type: ignore[assignment]
-        if self._plugin_level is not None:
-            root.setLevel(self._plugin_level)
-        root.addHandler(self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        root = _logging.getLogger()
-        root.removeHandler(self._handler)
-        self._plugin_level = root.level
-        sys.stdout, sys.stderr, level = self._saved
-        root.setLevel(level)
-
-
 def route_standard_output() -> None:
-    """Send ``print``, ``sys.stderr`` and the ``logging`` root logger to the proxy log for good.
+    """Send ``print``, ``sys.stderr`` and (when the plugin imported it) the ``logging`` root
+    logger to the proxy log for good.
 
-    Called when a plugin module is compiled into a .wasm (where stdout has no other use).
+    Called when a plugin module is compiled into a .wasm, after the plugin was imported (where
+    stdout has no other use); the native mock host does the same around each callback instead.
     """
-    PluginOutput().__enter__()
+    sys.stdout, sys.stderr = LineWriter(LogLevel.INFO), LineWriter(LogLevel.ERROR)
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger().addHandler(proxy_log_handler())

@@ -8,30 +8,53 @@ that registered the queue, which gets ``on_queue_ready``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from . import hostcalls
-from .wire import to_bytes
+from .wire import check_int, to_bytes
+
+TYPE_CHECKING = False  # typing is not imported at run time: it would weigh on every plugin
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
-class SharedValue(NamedTuple):
-    value: bytes
-    cas: int
+class SharedValue(tuple[bytes, int]):
+    """``(value, cas)``: a shared value and the CAS token to write it back with."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: bytes, cas: int) -> SharedValue:
+        return tuple.__new__(cls, (value, cas))
+
+    @property
+    def value(self) -> bytes:
+        value: bytes = self[0]
+        return value
+
+    @property
+    def cas(self) -> int:
+        cas: int = self[1]
+        return cas
+
+    def __repr__(self) -> str:
+        return f"SharedValue(value={self[0]!r}, cas={self[1]!r})"
 
 
-def get_shared_data(key: str) -> SharedValue | None:
-    """The value of ``key`` and its CAS token, or None when the key was never set."""
-    found = hostcalls.get_shared_data(key)
+def get_shared_data(key: str | bytes) -> SharedValue | None:
+    """The value of ``key`` and its CAS token, or None when the key was never set.
+
+    Keys are bytes to the proxy; a ``str`` key is UTF-8 encoded (a header value with bytes that
+    are not UTF-8 gives back exactly those bytes, so such keys never collide)."""
+    found = hostcalls.get_shared_data(to_bytes(key))
     return None if found is None else SharedValue(*found)
 
 
-def set_shared_data(key: str, value: str | bytes, *, cas: int = 0) -> None:
+def set_shared_data(key: str | bytes, value: str | bytes, *, cas: int = 0) -> None:
     """Write ``key``. With ``cas`` from get_shared_data, only if nobody wrote since (else
     CasMismatch); ``cas=0`` writes unconditionally."""
-    hostcalls.set_shared_data(key, to_bytes(value), cas)
+    hostcalls.set_shared_data(to_bytes(key), to_bytes(value), check_int(cas, "cas", 0, 0xFFFFFFFF))
 
 
-def update_shared_data(key: str, update, *, attempts: int = 16) -> bytes:
+def update_shared_data(key: str | bytes, update: Callable[[bytes | None], str | bytes], *,
+                       attempts: int = 16) -> bytes:
     """Atomically replace ``key`` with ``update(old_value_or_None) -> bytes``; retries on
     CasMismatch (raises it after ``attempts`` lost races). Returns the value written.
 
@@ -57,18 +80,18 @@ class SharedQueue:
     __slots__ = ("queue_id",)
 
     def __init__(self, queue_id: int) -> None:
-        self.queue_id = queue_id
+        self.queue_id = check_int(queue_id, "SharedQueue(queue_id)", 0, 0xFFFFFFFF)
 
     @classmethod
-    def register(cls, name: str) -> SharedQueue:
+    def register(cls, name: str | bytes) -> SharedQueue:
         """Create (or find) the queue ``name`` owned by the calling root context, which then
         gets on_queue_ready(queue_id) when items arrive. Valid in root callbacks."""
-        return cls(hostcalls.register_shared_queue(name))
+        return cls(hostcalls.register_shared_queue(to_bytes(name)))
 
     @classmethod
-    def resolve(cls, vm_id: str, name: str) -> SharedQueue | None:
+    def resolve(cls, vm_id: str | bytes, name: str | bytes) -> SharedQueue | None:
         """Find a queue another VM (or this one) registered; None if there is none yet."""
-        queue_id = hostcalls.resolve_shared_queue(vm_id, name)
+        queue_id = hostcalls.resolve_shared_queue(to_bytes(vm_id), to_bytes(name))
         return None if queue_id is None else cls(queue_id)
 
     def enqueue(self, message: str | bytes) -> None:

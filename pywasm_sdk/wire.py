@@ -84,6 +84,19 @@ def to_bytes(value: str | bytes) -> bytes:
     raise TypeError(f"expected str or bytes, got {type(value).__name__}")
 
 
+def check_int(value: object, what: str, low: int, high: int) -> int:
+    """``value`` if it is an int in [low, high]; else TypeError (a float, a str...) or ValueError.
+
+    The host's integer parameters are fixed-width: a value the bindings cannot convert would
+    trap the VM, so the SDK's wrappers check first and the plugin gets an exception it can catch.
+    """
+    if value.__class__ is not int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise TypeError(f"{what} takes an int, not {type(value).__name__} {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{what}: {value} is out of range ({low} to {high})")
+    return value
+
+
 def safe_text(value: str) -> str:
     """A str that is valid Unicode, for hostcall parameters typed ``string``.
 

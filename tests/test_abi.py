@@ -6,7 +6,7 @@ from importlib import metadata
 
 import pytest
 
-from pywasm_sdk import _abi, _dispatch
+from pywasm_sdk import _abi
 from pywasm_sdk.tooling import abi as abi_mod
 from pywasm_sdk.tooling import bridge, resources, wasm_tools
 
@@ -27,9 +27,23 @@ def test_the_seam_declares_every_raw_import():
 
 def test_runtime_knows_every_hostcall_and_callback():
     assert _abi.HOSTCALLS == tuple(ABI.hostcalls)
-    assert _abi.CALLBACKS == tuple(ABI.callbacks)
-    assert set(_dispatch.ROUTES) == set(ABI.callbacks)
-    assert all(hasattr(_dispatch.Exports, name) for name in ABI.callbacks)
+    assert _abi.CALLBACKS == tuple(ABI.callbacks) == tuple(_abi.CALLBACK_SPECS)
+
+
+def test_the_entry_surface_has_every_callback_with_the_abis_parameters():
+    """What the build's bridge calls: one function per callback, exactly the ABI's parameters."""
+    import inspect
+
+    from pywasm_sdk import _entry
+
+    for name, cb in ABI.callbacks.items():
+        fn = getattr(_entry, name)
+        params = list(inspect.signature(fn).parameters.values())
+        assert len(params) == len(cb.params), name
+        assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params), name
+        assert fn.__name__ == name
+    assert list(inspect.signature(_entry.create_stream_context).parameters) == ["context_id", "root_context_id"]
+    assert len(inspect.signature(_entry.forget_contexts).parameters) == 1
 
 
 @pytest.mark.parametrize("name,signature", [
@@ -86,3 +100,43 @@ def hostcalls_raw_names():
 def test_pinned_tool_versions(distribution, version):
     # The linker depends on the shape of these tools' output: upgrading them needs a review.
     assert metadata.version(distribution) == version
+
+
+def test_every_callback_says_what_the_sdk_does_with_it():
+    """Context kind, answer kind, method, await and export rules come from the ABI file; the
+    tooling's HTTP/TCP classification and the runtime's table are derived from it."""
+    from pywasm_sdk.tooling import wasm_file
+
+    for cb in ABI.callbacks.values():
+        spec = _abi.CALLBACK_SPECS[cb.name]
+        assert (spec.result, spec.context, spec.method, spec.awaits, spec.export) == (
+            cb.result, cb.context, cb.method, cb.awaits, cb.export), cb.name
+        assert spec.params == tuple((p.name, p.type) for p in cb.params)
+    assert wasm_file.HTTP_CALLBACKS == {n for n in ABI.callbacks if n.startswith(("proxy_on_request", "proxy_on_response"))}
+    assert wasm_file.TCP_CALLBACKS == {n for n in ABI.callbacks if "stream" in n or "connection" in n or "_data" in n}
+    assert ABI.callbacks["proxy_on_upstream_data"].awaits == "never"  # Envoy cannot resume upstream
+    assert ABI.callbacks["proxy_on_request_headers"].awaits == "HTTP_REQUEST"
+
+
+@pytest.mark.parametrize("change,problem", [
+    ({"context": "stream"}, "context 'stream' is not one of"),
+    ({"awaits": "sometimes"}, "awaits 'sometimes' is neither"),
+    ({"export": "overridden", "method": ""}, "needs the method"),
+    ({"awaits": "HTTP_REQUEST", "result": None}, "only a callback that answers an action"),
+])
+def test_a_callback_description_the_sdk_cannot_follow_is_refused(change, problem):
+    import dataclasses
+
+    cb = dataclasses.replace(ABI.callbacks["proxy_on_request_headers"], **change)
+    with pytest.raises(ValueError, match=problem):
+        abi_mod._check_callback(cb, ABI.enums["StreamType"])
+
+
+def test_names_the_host_compares_as_bytes_are_bytes():
+    """Shared-data keys, queue names and metric names: bytes, so keys from non-UTF-8 header
+    bytes stay distinct (the SDK encodes str)."""
+    typed = {(c.name, p.name): p.type for c in ABI.hostcalls.values() for p in c.params}
+    for key in [("proxy_set_shared_data", "key"), ("proxy_get_shared_data", "key"),
+                ("proxy_register_shared_queue", "name"), ("proxy_resolve_shared_queue", "vm_id"),
+                ("proxy_resolve_shared_queue", "name"), ("proxy_define_metric", "name")]:
+        assert typed[key] == "bytes", key

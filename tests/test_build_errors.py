@@ -129,3 +129,33 @@ def test_async_callback_that_must_answer_at_once_is_refused(tmp_path):
         register(Root)
         """)
     assert "Root.on_configure cannot be async" in message
+
+
+def test_async_callback_that_nothing_could_resume_is_refused(tmp_path):
+    """Envoy cannot continue upstream data after a pause (continue_stream(UPSTREAM) is
+    unimplemented), so an awaiting on_upstream_data would hold the connection forever."""
+    message = failing_build(tmp_path, """\
+        from pywasm_sdk import StreamContext, register
+
+        class Tcp(StreamContext):
+            async def on_upstream_data(self, data_size, end_of_stream):
+                await self.http_call("x")
+
+        register(stream=Tcp)
+        """)
+    assert "Tcp.on_upstream_data cannot be async" in message and "on_downstream_data" in message
+
+
+def test_preflight_reports_only_the_plugins_own_modules(tmp_path):
+    """A virtual environment inside the project folder holds packages that are not the plugin's."""
+    site = tmp_path / ".venv" / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "venvdep.py").write_text("VALUE = 1\n")
+    plugin_file(tmp_path, f"""\
+        import sys
+        sys.path.append({str(site)!r})
+        import venvdep
+        from pywasm_sdk import register
+        register()
+        """)
+    assert preflight(resolve_plugin(tmp_path / "plugin.py"))["modules"] == ["plugin"]

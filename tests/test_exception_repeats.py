@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pywasm_sdk import _boundary, hostcalls, log
+from pywasm_sdk import _boundary, _runtime, hostcalls, log
 from pywasm_sdk.errors import ConfigurationError
 from pywasm_sdk.testing import Action, LogLevel, MockHost
 
@@ -29,7 +29,7 @@ class Proxy:
         self.repeats = _boundary.Repeats(interval_s, max_kinds)
         monkeypatch.setattr(hostcalls, "get_current_time_ns", lambda: self.now)
         monkeypatch.setattr(log, "write_unconditionally", lambda level, text: self.lines.append(text))
-        monkeypatch.setattr(_boundary, "repeats", self.repeats)
+        monkeypatch.setattr(_runtime.current, "repeats", self.repeats)
 
 
 def fail_here(n: int = 0) -> None:
@@ -163,8 +163,6 @@ def probe(request, pywasm_build):
         if request.param == "wasm":
             host = MockHost.from_wasm(pywasm_build(PROBE), **options)
         else:
-            for earlier in hosts:  # one native plugin at a time
-                earlier.close()
             host = MockHost.from_plugin(PROBE, **options)
         hosts.append(host)
         return host
@@ -214,6 +212,6 @@ def test_a_tick_writes_the_summary_when_no_exception_comes_again(probe):
 
 def test_a_new_native_plugin_starts_with_an_empty_table(probe):
     raise_in(probe(), 3)
-    host = probe()  # natively the same process: the table must not carry over
+    host = probe()  # natively the same process, the first host still open: each has its own table
     raise_in(host, 1)
     assert len(host.logs.find("on_request_headers raised")) == 1

@@ -9,6 +9,8 @@ Envoy makes up per request (addresses, ids, dates) are left out of the compariso
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,83 @@ def test_properties_and_state(envoy, mock):
     assert real_props == fake_props and len(real_props) == len(stable)
     real, fake = in_envoy(envoy, "/state"), in_mock(mock, "/state")
     assert real[3]["headers"]["x-state"] == fake[3]["headers"]["x-state"] == "probe-value"
+
+
+# -- natively, as .wasm under the mock host, and in Envoy ------------------------------------
+
+@pytest.fixture
+def native():
+    with MockHost.from_plugin(PROBE, **MOCK_OPTIONS) as host:
+        yield host
+
+
+def three_ways(envoy, mock, native, path, names, **request):
+    """What the probe put into the request headers for ``names``: in Envoy, the .wasm, natively."""
+    seen = [in_envoy(envoy, path, **request)[3], in_mock(mock, path, **request)[3],
+            in_mock(native, path, **request)[3]]
+    return [{n: s["headers"].get(n) for n in names} for s in seen]
+
+
+@pytest.mark.parametrize("body", [None, "some body"])
+def test_end_of_stream_is_a_bool_everywhere(envoy, mock, native, body):
+    expected = {"x-eos": "bool:True" if body is None else "bool:False"}
+    method = "GET" if body is None else "POST"
+    assert three_ways(envoy, mock, native, "/types", ["x-eos"], body=body, method=method) == [expected] * 3
+
+
+def test_time_module_follows_the_proxys_clock_everywhere(envoy, mock, native):
+    """time.time() agrees with the host's clock (get_current_time_ns) in each mode; the mock
+    host's clock is the test's (advance_time) natively as in wasm."""
+    assert three_ways(envoy, mock, native, "/clock", ["x-clock-agrees"]) == [{"x-clock-agrees": "True"}] * 3
+    real = in_envoy(envoy, "/clock")[3]["headers"]
+    assert abs(int(real["x-time-ns"]) - time.time_ns()) < 60_000_000_000
+    for host in (mock, native):
+        before = in_mock(host, "/clock")[3]["headers"]
+        host.advance_time(2500)
+        after = in_mock(host, "/clock")[3]["headers"]
+        assert int(after["x-time-ns"]) - int(before["x-time-ns"]) == 2_500_000_000
+        assert int(after["x-monotonic-ns"]) - int(before["x-monotonic-ns"]) == 2_500_000_000
+
+
+def test_wrong_use_raises_type_error_everywhere(envoy, mock, native):
+    """A float where the host takes an int is a TypeError the plugin catches, in V8 too."""
+    expected = {"x-caught": "TypeError,TypeError,TypeError,TypeError"}
+    assert three_ways(envoy, mock, native, "/wrong-use", ["x-caught"]) == [expected] * 3
+
+
+def test_shared_keys_are_bytes_everywhere(envoy, mock, native):
+    assert three_ways(envoy, mock, native, "/shared-keys", ["x-shared"]) == [{"x-shared": "ff,fe,-"}] * 3
+
+
+def test_header_map_is_a_mapping_everywhere(envoy, mock, native):
+    names = ["x-len", "x-keys", "x-dict", "x-is-mapping"]
+    for seen in three_ways(envoy, mock, native, "/mapping", names, headers={"x-in": "v"}):
+        first_values = json.loads(seen["x-dict"])
+        assert seen["x-is-mapping"] == "True" and first_values["x-in"] == "v"
+        assert int(seen["x-len"]) == len(first_values) and set(seen["x-keys"].split(",")) == set(first_values)
+
+
+def test_a_call_never_awaited_is_reported_everywhere(envoy, mock, native):
+    for host in (mock, native):
+        in_mock(host, "/unawaited")
+        assert host.logs.find("self.http_call('auth', ...) was never awaited")
+    proxy = envoy[0]
+    in_envoy(envoy, "/unawaited")
+    proxy.wait_for_log(r"self\.http_call\('auth', \.\.\.\) was never awaited")
+
+
+def test_another_streams_view_acts_on_that_stream_in_envoy(envoy):
+    """/hold pauses a request; /release, another request, adds a header to the held request's
+    own headers and resumes it."""
+    _, port, upstream = envoy
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(E.http_request(port, "/hold", timeout=30)),
+                              daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while thread.is_alive() and time.monotonic() < deadline:
+        E.http_request(port, "/release")  # releases whatever is held (nothing until /hold arrived)
+        thread.join(0.2)
+    assert answers and answers[0][0] == 200, "the held request was never released"
+    seen = [r for r in upstream.requests if r["path"] == "/hold"][-1]
+    assert seen["headers"]["x-released-by"].isdigit()

@@ -6,6 +6,7 @@ examples/http_headers and tests/plugins/mock_host_probe.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -15,8 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pywasm_sdk import hostcalls
-from pywasm_sdk import _dispatch
+from pywasm_sdk import _runtime, hostcalls
 from pywasm_sdk.errors import NoHostError
 from pywasm_sdk.testing import (Action, HostMisuseError, LogLevel, MockHost, PluginLoadError,
                                 PluginTrap, VmFailedError)
@@ -42,8 +42,6 @@ class Hosts:
         if self.mode == "wasm":
             host = MockHost.from_wasm(self._built(plugin), **options)
         else:
-            for earlier in self._hosts:  # one native host at a time
-                earlier.close()
             host = MockHost.from_plugin(plugin, **options)
         self._hosts.append(host)
         return host
@@ -182,15 +180,16 @@ def test_a_plugin_exception_is_logged_and_the_request_continues(hosts):
 
 
 def test_an_answer_the_abi_cannot_carry_is_logged_and_the_default_answered(hosts):
-    """The bridge converts a callback's answer with PyLong_AsLong; what it cannot convert is
-    reported through sys.unraisablehook (the proxy log) and the callback continues."""
+    """The SDK's entry points answer only what the ABI carries: a callback returning something
+    else is a TypeError in the log (the plugin's bug, not a dead VM) and the callback continues."""
     host = hosts(PROBE)
     stream = host.http_stream()
     stream.send_request_headers(request("/bad-return"))
     assert stream.send_response_headers([(":status", "200")]) == Action.CONTINUE
-    [record] = host.logs.find("TypeError: 'str' object cannot be interpreted as an integer")
+    [record] = host.logs.find("on_response_headers raised")
     assert record.level == LogLevel.ERROR
-    assert host.logs.find("Exception ignored in", level=LogLevel.ERROR)
+    assert "TypeError: on_response_headers returned 'not an action'" in record.message
+    stream.complete()
     assert host.http_stream().send_request_headers(request("/")) == Action.CONTINUE  # the VM is fine
 
 
@@ -372,6 +371,87 @@ def test_tcp_routing_by_source(hosts):
     assert odd.filter_state["envoy.tcp_proxy.cluster"] == "odd-cluster"
 
 
+def test_a_view_acts_on_its_own_context(hosts):
+    """``other.request_headers`` acts on ``other``: from a root callback (on_tick) and from another
+    stream's callback, whatever context the host acts on at that moment."""
+    host = hosts(PROBE, plugin_config="tick")
+    first, second = host.http_stream(), host.http_stream()
+    for stream in (first, second):
+        assert stream.send_request_headers(request("/hold")) == Action.PAUSE
+    host.advance_time(1000)
+    for stream in (first, second):
+        assert not stream.request_paused and stream.request_header("x-held") == str(stream.context_id)
+    held, releaser = host.http_stream(), host.http_stream()
+    held.send_request_headers(request("/hold"))
+    releaser.send_request_headers(request("/release"))
+    assert not held.request_paused and held.request_header("x-released-by") == str(releaser.context_id)
+    assert releaser.request_header("x-released-by") is None
+    assert not host.logs.find("raised")
+
+
+def test_end_of_stream_is_a_bool(hosts):
+    host = hosts(PROBE)
+    for end in (True, False):
+        stream = host.http_stream()
+        stream.send_request_headers(request("/types"), end_of_stream=end)
+        assert stream.request_header("x-eos") == f"bool:{end}"
+    conn = host.tcp_connection()
+    conn.connect()
+    conn.send_downstream(b"bye\n", end_of_stream=True)
+    assert host.logs.find("probe: downstream end_of_stream is a bool")
+
+
+def test_time_follows_the_hosts_clock(hosts):
+    start = 1_700_000_000_123_000_000
+    host = hosts(PROBE, start_time_ns=start)
+    seen = []
+    for _ in range(2):
+        stream = host.http_stream()
+        stream.send_request_headers(request("/clock"))
+        seen.append({k: stream.request_header(k) for k in ("x-time-ns", "x-time", "x-host-ns", "x-monotonic-ns")})
+        host.advance_time(1500)
+    assert [int(s["x-time-ns"]) for s in seen] == [int(s["x-host-ns"]) for s in seen] == [start, start + 1_500_000_000]
+    assert [float(s["x-time"]) for s in seen] == [start / 1e9, (start + 1_500_000_000) / 1e9]
+    assert int(seen[1]["x-monotonic-ns"]) - int(seen[0]["x-monotonic-ns"]) == 1_500_000_000
+
+
+def test_header_map_is_a_mapping_of_first_values(hosts):
+    host = hosts(PROBE)
+    stream = host.http_stream()
+    stream.send_request_headers([*request("/mapping"), ("x-r", "a"), ("x-r", "b")])
+    names = [":method", ":path", ":authority", ":scheme", "x-r"]
+    assert stream.request_header("x-len") == "5" and stream.request_header("x-keys") == ",".join(names)
+    assert json.loads(stream.request_header("x-dict")) == {
+        ":method": "GET", ":path": "/mapping", ":authority": "example.com", ":scheme": "http", "x-r": "a"}
+    assert stream.request_header("x-is-mapping") == "True"
+
+
+def test_floats_where_the_host_takes_ints_raise_type_error(hosts):
+    """Histogram.record(1.5) & co. raise where the plugin can catch it (they used to trap the VM)."""
+    host = hosts(PROBE)
+    stream = host.http_stream()
+    stream.send_request_headers(request("/wrong-use"))
+    assert stream.request_header("x-caught") == "TypeError,TypeError,TypeError,TypeError"
+    assert host.tick_period_ms == 0 and host.metrics.value("probe.sizes") == 0
+
+
+def test_a_call_never_awaited_is_reported(hosts):
+    host = hosts(PROBE, clusters=["auth"])
+    stream = host.http_stream()
+    assert stream.send_request_headers(request("/unawaited")) == Action.CONTINUE
+    [warning] = host.logs.find("was never awaited")
+    assert warning.level == LogLevel.WARN and "self.http_call('auth', ...)" in warning.message
+    assert host.http_calls == []
+
+
+def test_shared_keys_that_differ_in_bytes_that_are_not_utf8_stay_apart(hosts):
+    host = hosts(PROBE)
+    stream = host.http_stream()
+    stream.send_request_headers(request("/shared-keys"))
+    assert stream.request_header("x-shared") == "ff,fe,-"
+    assert host.shared_data["probe.key\udcff"] == b"ff" and host.shared_data["probe.key\udcfe"] == b"fe"
+
+
 def test_both_modes_agree_on_a_scenario(pywasm_build):
     """One scenario, run natively and as the .wasm: the observable outcomes are identical."""
     outcomes = []
@@ -392,25 +472,108 @@ def test_both_modes_agree_on_a_scenario(pywasm_build):
     assert outcomes[0] == outcomes[1]
 
 
-# -- native runner: state restored, one at a time ---------------------------------------------
+# -- native runner: side by side, and the process left as it was ------------------------------
 
-def test_native_host_restores_global_state(tmp_path):
-    before_path, before_env = list(sys.path), dict(os.environ)
+def test_native_hosts_leave_the_process_as_they_found_it():
+    before_path, before_env, before_runtime = list(sys.path), dict(os.environ), _runtime.current
     with MockHost.from_plugin(PROBE, env={"PROBE_ENV": "x"}) as host:
-        assert "helpers" in sys.modules and os.environ.get("PROBE_ENV") == "x"
-        with pytest.raises(HostMisuseError, match="still open"):
-            MockHost.from_plugin(HTTP_HEADERS)
-        host.http_stream().send_request_headers(request("/echo"))
+        # between callbacks nothing of the plugin is visible in the process
+        assert "helpers" not in sys.modules and "plugin" not in sys.modules
+        assert "PROBE_ENV" not in os.environ and sys.path == before_path
+        stream = host.http_stream()
+        stream.send_request_headers(request("/env"))
+        assert stream.request_header("x-env") == "x"  # but the plugin sees its VM's environment
     assert "helpers" not in sys.modules and "plugin" not in sys.modules
     assert sys.path == before_path and dict(os.environ) == before_env
-    assert _dispatch.registrations() == []
+    assert _runtime.current is before_runtime and before_runtime.registrations() == []
     with pytest.raises(NoHostError):
         hostcalls.proxy_log(2, "no host now")
-    with MockHost.from_plugin(HTTP_HEADERS, plugin_config="x-a=1") as again:  # another plugin named "plugin"
-        stream = again.http_stream()
+
+
+def test_two_native_hosts_of_one_plugin_side_by_side():
+    """Each native host imports its own copy of the plugin into its own runtime."""
+    with MockHost.from_plugin(HTTP_HEADERS, plugin_config="x-a=1") as one, \
+            MockHost.from_plugin(HTTP_HEADERS, plugin_config="x-b=2") as two:
+        first, second = one.http_stream(), two.http_stream()
+        first.send_request_headers(request())
+        second.send_request_headers(request())
+        second.send_response_headers([(":status", "200")])
+        first.send_response_headers([(":status", "200")])
+        assert first.response_header("x-a") == "1" and first.response_header("x-b") is None
+        assert second.response_header("x-b") == "2" and second.response_header("x-a") is None
+        assert one.logs.messages() == ["http_headers: adding 1 response header(s): x-a"]
+        assert two.logs.messages() == ["http_headers: adding 1 response header(s): x-b"]
+
+
+def test_two_plugins_side_by_side(pywasm_build):
+    """Two different plugins (both with a module named plugin), natively and next to a .wasm."""
+    with MockHost.from_plugin(PROBE) as probe, MockHost.from_plugin(HTTP_HEADERS, plugin_config="x-a=1") as headers, \
+            MockHost.from_wasm(pywasm_build(PROBE)) as wasm_probe:
+        for host in (probe, wasm_probe):
+            host.http_stream().send_request_headers(request("/metrics"))
+        stream = headers.http_stream()
         stream.send_request_headers(request())
+        probe.http_stream().send_request_headers(request("/metrics"))
         stream.send_response_headers([(":status", "200")])
         assert stream.response_header("x-a") == "1"
+        assert probe.metrics["probe.requests"].value == 2 and wasm_probe.metrics["probe.requests"].value == 1
+        assert "probe.requests" not in headers.metrics
+
+
+def test_a_plugin_in_a_project_with_its_own_virtual_environment(tmp_path):
+    """A project folder holding the plugin, its tests and a .venv (uv's default layout): only the
+    plugin's own modules are imported per host; the packages of the .venv and the test modules
+    beside the plugin are the process's and stay as they are."""
+    project = tmp_path / "project"
+    site = project / ".venv" / "lib" / "python3" / "site-packages"
+    (site / "venvdep").mkdir(parents=True)
+    (site / "venvdep" / "__init__.py").write_text("LOADED = []\n")
+    (project / "helper.py").write_text("def tag():\n    return 'from helper'\n")
+    (project / "conftest.py").write_text("")
+    (project / "test_plugin.py").write_text("")
+    (project / "plugin.py").write_text(
+        "import helper\nimport venvdep\nfrom pywasm_sdk import HttpContext, register\n"
+        "venvdep.LOADED.append(1)\n"
+        "class Tag(HttpContext):\n"
+        "    def on_request_headers(self, num_headers, end_of_stream):\n"
+        "        self.request_headers.add('x-tag', helper.tag())\n"
+        "register(http=Tag)\n")
+    sys.path.insert(0, str(site))
+    sys.path.insert(0, str(project))
+    try:
+        import conftest as project_conftest  # what pytest would have imported from the project
+        import test_plugin as project_tests
+        import venvdep
+
+        with MockHost.from_plugin(project / "plugin.py") as first, MockHost.from_plugin(project) as second:
+            for host in (first, second):
+                stream = host.http_stream()
+                stream.send_request_headers(request())
+                assert stream.request_header("x-tag") == "from helper"
+        assert sys.modules["venvdep"] is venvdep and venvdep.LOADED == [1, 1]  # imported once, kept
+        assert sys.modules["conftest"] is project_conftest and sys.modules["test_plugin"] is project_tests
+        assert "helper" not in sys.modules and "plugin" not in sys.modules
+    finally:
+        for name in ("venvdep", "conftest", "test_plugin"):
+            sys.modules.pop(name, None)
+        sys.path.remove(str(site))
+        sys.path.remove(str(project))
+
+
+def test_the_plugins_own_modules_are_the_ones_its_folder_provides(tmp_path):
+    from pywasm_sdk.tooling.build import resolve_plugin
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "plugin.py").write_text("")
+    source = resolve_plugin(tmp_path / "plugin.py")
+    fake = lambda path: type("M", (), {"__file__": str(path)})()  # noqa: E731
+    assert source.owns("plugin", fake(tmp_path / "plugin.py"))
+    assert source.owns("pkg.sub", fake(tmp_path / "pkg" / "sub.py"))
+    assert source.owns("ext", fake(tmp_path / "ext.cpython-311-x86_64-linux-gnu.so"))
+    assert not source.owns("yaml", fake(tmp_path / ".venv" / "lib" / "site-packages" / "yaml" / "__init__.py"))
+    assert not source.owns("pywasm_sdk", fake(tmp_path / "pywasm_sdk" / "__init__.py"))
+    assert not source.owns("json", fake("/usr/lib/python3/json/__init__.py"))
+    assert not source.owns("sys", sys)
 
 
 def test_native_plugin_load_errors(tmp_path):
@@ -456,3 +619,106 @@ def test_text_that_is_not_valid_unicode_never_reaches_the_bindings(hosts):
 def test_unknown_options_are_refused():
     with pytest.raises(TypeError, match="unknown MockHost option"):
         MockHost.from_plugin(HTTP_HEADERS, plugin_confg="typo")
+
+
+# -- registration and the runtime's entry points -----------------------------------------------
+
+TWO_ROOTS = """\
+from pywasm_sdk import HttpContext, RootContext, register
+
+class Tag(HttpContext):
+    def on_request_headers(self, num_headers, end_of_stream):
+        self.request_headers.add("x-root", self.root.name)
+
+class First(RootContext):
+    http_context = Tag
+    name = "first"
+
+class Second(First):
+    name = "second"
+
+register(First, root_id="first")
+register(Second, root_id="second")
+"""
+
+
+@pytest.mark.parametrize("root_id", ["first", "second"])
+def test_several_roots_are_chosen_by_root_id(tmp_path, root_id):
+    (tmp_path / "two_roots.py").write_text(TWO_ROOTS)
+    with MockHost.from_plugin(tmp_path / "two_roots.py", root_id=root_id) as host:
+        stream = host.http_stream()
+        stream.send_request_headers(request())
+        assert stream.request_header("x-root") == root_id
+
+
+def test_an_unknown_root_id_is_rejected(tmp_path):
+    (tmp_path / "two_roots.py").write_text(TWO_ROOTS)
+    with MockHost.from_plugin(tmp_path / "two_roots.py", root_id="third") as host:
+        assert host.started and not host.configured
+        [record] = host.logs.find("no root context is registered for root_id 'third'")
+        assert record.level == LogLevel.ERROR and "'first', 'second'" in record.message
+
+
+def test_stream_contexts_can_be_made_lazily_and_forgotten_in_bulk(tmp_path):
+    """What the build's bridge may do instead of proxy_on_context_create/proxy_on_delete per
+    stream: the first callback makes the context (one root), forget_contexts drops many (each
+    context's on_delete runs)."""
+    (tmp_path / "lazy.py").write_text(
+        "from pywasm_sdk import HttpContext, RootContext, register\n"
+        "class Seen(HttpContext):\n"
+        "    def on_request_headers(self, num_headers, end_of_stream):\n"
+        "        self.root.seen.append((self.context_id, end_of_stream))\n"
+        "    def on_delete(self):\n"
+        "        self.root.seen.append((self.context_id, 'deleted'))\n"
+        "class Root(RootContext):\n"
+        "    http_context = Seen\n"
+        "    seen = []\n"
+        "register(Root)\n")
+    with MockHost.from_plugin(tmp_path / "lazy.py") as host:
+        guest, state = host._guest, host.state
+        ids = [state.new_http("10.0.0.2:1", "10.0.0.1:80", {}).id for _ in range(2)]
+        for context_id in ids:  # no proxy_on_context_create: the callback finds no context
+            with state.callback(context_id, "proxy_on_request_headers"):
+                assert guest.call("proxy_on_request_headers", (context_id, 0, 1)) == Action.CONTINUE
+        runtime = guest.runtime
+        assert [type(runtime.contexts[i]).__name__ for i in ids] == ["Seen", "Seen"]
+        made = runtime.contexts[ids[0]]
+        with guest._sandbox:
+            runtime.entry_points()["create_stream_context"](ids[0], host.root_context_id)  # once only
+            assert runtime.contexts[ids[0]] is made
+            runtime.entry_points()["forget_contexts"](ids)
+        assert all(i not in runtime.contexts for i in ids) and host.root_context_id in runtime.contexts
+        assert runtime.roots[host.root_context_id].seen == [(ids[0], True), (ids[1], True),
+                                                            (ids[0], "deleted"), (ids[1], "deleted")]
+        assert not host.logs.find("raised")
+
+
+def test_async_where_nothing_could_finish_the_await_is_refused(tmp_path):
+    """Natively as by `pywasm build`: at load for the declared classes, and at run time (logged,
+    the default answer) for a class a custom factory makes."""
+    (tmp_path / "async_log.py").write_text(
+        "from pywasm_sdk import HttpContext, register\n"
+        "class Late(HttpContext):\n"
+        "    async def on_log(self):\n"
+        "        await self.http_call('x')\n"
+        "register(http=Late)\n")
+    with pytest.raises(PluginLoadError, match="Late.on_log cannot be async"):
+        MockHost.from_plugin(tmp_path / "async_log.py")
+    (tmp_path / "factory.py").write_text(
+        "from pywasm_sdk import RootContext, StreamContext, register\n"
+        "class Tcp(StreamContext):\n"
+        "    async def on_downstream_connection_close(self, peer):\n"
+        "        await self.http_call('x')\n"
+        "    async def on_upstream_data(self, data_size, end_of_stream):\n"
+        "        await self.http_call('x')\n"
+        "class Root(RootContext):\n"
+        "    def new_stream_context(self, context_id):\n"
+        "        return Tcp(context_id, self)\n"
+        "register(Root)\n")
+    with MockHost.from_plugin(tmp_path / "factory.py") as host:
+        conn = host.tcp_connection()
+        conn.connect()
+        assert conn.send_upstream(b"x") == Action.CONTINUE
+        conn.close()
+        assert host.logs.find("TypeError: on_upstream_data cannot be async")
+        assert host.logs.find("TypeError: on_downstream_connection_close cannot be async")

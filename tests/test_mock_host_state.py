@@ -550,12 +550,12 @@ def test_shared_data_compare_and_swap():
     seen = []
 
     def on_request_headers(host, ctx, n, eos):
-        seen.append(host.proxy_get_shared_data("k"))
-        seen.append(host.proxy_set_shared_data("k", b"v1", 0))
-        status, value, cas = host.proxy_get_shared_data("k")
-        seen.append(host.proxy_set_shared_data("k", b"v2", cas + 100))   # stale
-        seen.append(host.proxy_set_shared_data("k", b"v2", cas))
-        seen.append(host.proxy_set_shared_data("new", b"x", 12345))      # unknown key: cas ignored
+        seen.append(host.proxy_get_shared_data(b"k"))
+        seen.append(host.proxy_set_shared_data(b"k", b"v1", 0))
+        status, value, cas = host.proxy_get_shared_data(b"k")
+        seen.append(host.proxy_set_shared_data(b"k", b"v2", cas + 100))   # stale
+        seen.append(host.proxy_set_shared_data(b"k", b"v2", cas))
+        seen.append(host.proxy_set_shared_data(b"new", b"x", 12345))      # unknown key: cas ignored
         return 0
 
     store = SharedStore()
@@ -573,8 +573,8 @@ def test_shared_queues_notify_the_owner_after_the_callback():
     events = []
 
     def on_configure(host, root, size):
-        events.append(("register", host.proxy_register_shared_queue("q")))
-        events.append(("resolve", host.proxy_resolve_shared_queue("", "q"), host.proxy_resolve_shared_queue("", "x")))
+        events.append(("register", host.proxy_register_shared_queue(b"q")))
+        events.append(("resolve", host.proxy_resolve_shared_queue(b"", b"q"), host.proxy_resolve_shared_queue(b"", b"x")))
         events.append(("empty", host.proxy_dequeue_shared_queue(1)))
         return True
 
@@ -601,11 +601,11 @@ def test_metrics():
     seen = []
 
     def on_configure(host, root, size):
-        _, counter = host.proxy_define_metric(MetricType.COUNTER, "c")
-        _, gauge = host.proxy_define_metric(MetricType.GAUGE, "g")
-        _, histogram = host.proxy_define_metric(MetricType.HISTOGRAM, "h")
+        _, counter = host.proxy_define_metric(MetricType.COUNTER, b"c")
+        _, gauge = host.proxy_define_metric(MetricType.GAUGE, b"g")
+        _, histogram = host.proxy_define_metric(MetricType.HISTOGRAM, b"h")
         seen.append((counter, gauge, histogram))
-        seen.append(host.proxy_define_metric(3, "bad"))
+        seen.append(host.proxy_define_metric(3, b"bad"))
         seen.append([host.proxy_increment_metric(counter, 2), host.proxy_increment_metric(counter, 0),
                      host.proxy_increment_metric(counter, -1), host.proxy_record_metric(counter, 3)])
         seen.append([host.proxy_increment_metric(gauge, 5), host.proxy_increment_metric(gauge, -7),

@@ -676,22 +676,26 @@ class HostState:
 
     # -- shared data and queues -----------------------------------------------------------------
 
-    def proxy_set_shared_data(self, key: str, value: bytes, cas: int) -> int:
-        self._ctx("proxy_set_shared_data")
-        return self.shared.set(self.config.vm_id, key, value, cas)
+    # Keys, queue names and metric names arrive as bytes (Envoy compares them byte for byte); the
+    # stores keep them as str decoded with surrogateescape, which keeps every byte string distinct
+    # and lets tests use plain str names.
 
-    def proxy_get_shared_data(self, key: str) -> tuple[int, bytes, int]:
+    def proxy_set_shared_data(self, key: bytes, value: bytes, cas: int) -> int:
+        self._ctx("proxy_set_shared_data")
+        return self.shared.set(self.config.vm_id, to_str(key), value, cas)
+
+    def proxy_get_shared_data(self, key: bytes) -> tuple[int, bytes, int]:
         self._ctx("proxy_get_shared_data")
-        found = self.shared.get(self.config.vm_id, key)
+        found = self.shared.get(self.config.vm_id, to_str(key))
         return (Status.NOT_FOUND, b"", 0) if found is None else (_OK, found[0], found[1])
 
-    def proxy_register_shared_queue(self, name: str) -> tuple[int, int]:
+    def proxy_register_shared_queue(self, name: bytes) -> tuple[int, int]:
         ctx = self._ctx("proxy_register_shared_queue")
-        return _OK, self.shared.register_queue(self.config.vm_id, name, self, ctx.root_id)
+        return _OK, self.shared.register_queue(self.config.vm_id, to_str(name), self, ctx.root_id)
 
-    def proxy_resolve_shared_queue(self, vm_id: str, name: str) -> tuple[int, int]:
+    def proxy_resolve_shared_queue(self, vm_id: bytes, name: bytes) -> tuple[int, int]:
         self._ctx("proxy_resolve_shared_queue")
-        token = self.shared.resolve_queue(vm_id or self.config.vm_id, name)
+        token = self.shared.resolve_queue(to_str(vm_id) or self.config.vm_id, to_str(name))
         return (_OK, token) if token else (Status.NOT_FOUND, 0)
 
     def proxy_enqueue_shared_queue(self, queue_id: int, value: bytes) -> int:
@@ -704,12 +708,12 @@ class HostState:
 
     # -- metrics --------------------------------------------------------------------------------
 
-    def proxy_define_metric(self, metric_type: int, name: str) -> tuple[int, int]:
+    def proxy_define_metric(self, metric_type: int, name: bytes) -> tuple[int, int]:
         self._ctx("proxy_define_metric")
         if metric_type > max(MetricType):
             return Status.BAD_ARGUMENT, 0
-        kind = MetricType(metric_type)
-        metric = self._metrics.setdefault((kind, name), Metric(name, kind))
+        kind, text = MetricType(metric_type), to_str(name)
+        metric = self._metrics.setdefault((kind, text), Metric(text, kind))
         self._next_metric[kind] += _ID_INCREMENT
         metric_id = self._next_metric[kind] & 0xFFFFFFFF
         self._metric_ids[metric_id] = metric

@@ -63,8 +63,8 @@ class MockHost:
     ``configured`` say whether they accepted their configuration (Envoy would reject the
     listener otherwise, and the host refuses to open streams).
 
-    Close it when done (``close()``, ``with``, or the ``mock_host`` fixture): a native host must
-    be closed before another native host starts.
+    Close it when done (``close()``, ``with``, or the ``mock_host`` fixture). Any number of hosts,
+    native and wasm, can be open at once.
     """
 
     def __init__(self, guest: Guest, config: HostConfig | None = None, *,
@@ -322,8 +322,7 @@ class MockHost:
         return done
 
     def close(self) -> None:
-        """Release the plugin (for a native one: restore the SDK's global state). Idempotent; runs
-        no callback."""
+        """Release the plugin. Idempotent; runs no callback."""
         if self._closed:
             return
         self._closed = True

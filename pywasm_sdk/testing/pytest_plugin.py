@@ -12,8 +12,8 @@ Fixtures:
     (``plugin_config``, ``vm_config``, ``root_id``, ``env``, ``clusters``, ``properties``...).
     Every host it made is closed after the test, and the test fails at teardown if the plugin
     dispatched HTTP/gRPC calls that nobody answered (opt out with
-    ``@pytest.mark.mock_host(allow_pending_calls=True)``). Native hosts run one at a time per
-    process: asking for a second native host closes the test's earlier one.
+    ``@pytest.mark.mock_host(allow_pending_calls=True)``). A test may hold several hosts at
+    once, native and wasm, of one plugin or of several.
 ``host_mode``
     Parametrizes a test over ``"native"`` and ``"wasm"``: request it and pass it as ``mode=`` to
     run the same test both ways (they must agree).
@@ -112,10 +112,6 @@ def mock_host(request: pytest.FixtureRequest,
         elif mode == "wasm":
             host = MockHost.from_wasm(pywasm_build(path), **options)
         else:
-            # a native plugin holds the SDK's global state: release an earlier one of this test
-            for earlier in hosts:
-                if earlier.kind == "native":
-                    earlier.close()
             host = MockHost.from_plugin(path, **options)
         hosts.append(host)
         return host

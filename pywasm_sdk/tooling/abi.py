@@ -49,13 +49,23 @@ class Hostcall:
         return params, ["i32"]
 
 
+#: the kinds of context a callback runs on, and what the values of ``awaits`` and ``export`` may be
+CONTEXT_KINDS = ("root", "http", "tcp", "any")
+AWAIT_KINDS = ("never", "detached")
+EXPORT_KINDS = ("always", "overridden", "never")
+
+
 @dataclass(frozen=True)
 class Callback:
-    """One ``proxy_on_*`` export the host may call."""
+    """One ``proxy_on_*`` export the host may call, and what the SDK does with it."""
 
     name: str
     params: tuple[Param, ...]
-    result: str | None  # None, "bool" or "action"
+    result: str | None  # None, "bool" or "action": the answer kind
+    context: str  # one of CONTEXT_KINDS
+    method: str  # the context method the SDK calls, "" when the SDK handles the callback itself
+    awaits: str  # "never", "detached", or the StreamType name held while a coroutine awaits
+    export: str  # one of EXPORT_KINDS
 
     def core_signature(self) -> tuple[list[str], list[str]]:
         params = [t for p in self.params for t in p.core_types()]
@@ -98,7 +108,8 @@ def load(path: Path | None = None) -> Abi:
 
     hostcalls, sdk_imports = calls("hostcalls"), calls("sdk_imports")
     callbacks = {
-        name: Callback(name, _params(spec.get("params")), spec.get("result"))
+        name: Callback(name, _params(spec.get("params")), spec.get("result"), spec.get("context", ""),
+                       spec.get("method", ""), spec.get("awaits", ""), spec.get("export", ""))
         for name, spec in raw["callbacks"].items()
     }
     abi = Abi(
@@ -113,7 +124,27 @@ def load(path: Path | None = None) -> Abi:
         allocator_export=raw["module_exports"]["allocator"],
         wasi_allowed={n: _parse_signature(s) for n, s in raw["wasi_preview1_allowed"].items()},
     )
+    for cb in callbacks.values():
+        _check_callback(cb, abi.enums["StreamType"])
     return abi
+
+
+def _check_callback(cb: Callback, stream_types: dict[str, int]) -> None:
+    problems = []
+    if cb.result not in (None, "bool", "action"):
+        problems.append(f"result {cb.result!r} is not bool or action")
+    if cb.context not in CONTEXT_KINDS:
+        problems.append(f"context {cb.context!r} is not one of {', '.join(CONTEXT_KINDS)}")
+    if cb.awaits not in AWAIT_KINDS and cb.awaits not in stream_types:
+        problems.append(f"awaits {cb.awaits!r} is neither never, detached nor a StreamType")
+    if cb.export not in EXPORT_KINDS:
+        problems.append(f"export {cb.export!r} is not one of {', '.join(EXPORT_KINDS)}")
+    if cb.export == "overridden" and not cb.method:
+        problems.append("export: overridden needs the method that is overridden")
+    if cb.awaits in stream_types and cb.result != "action":
+        problems.append("only a callback that answers an action can hold its stream while it awaits")
+    if problems:
+        raise ValueError(f"abi/proxy_wasm.yaml: callback {cb.name}: {'; '.join(problems)}")
 
 
 WORLD_PACKAGE = "pywasm:proxy"
@@ -169,7 +200,30 @@ def runtime_module_source(abi: Abi | None = None) -> str:
             out.append(f"    {call.name!r}: {positions!r},")
     out += ["}", "", "#: every callback the host may call", "CALLBACKS = ("]
     out += [f"    {name!r}," for name in abi.callbacks]
-    out += [")", "", "#: host limits of the wire formats"]
+    out += [")", "",
+            "",
+            "class CallbackSpec:",
+            '    """What the SDK does with one callback (see ``callbacks`` in abi/proxy_wasm.yaml)."""',
+            "",
+            '    __slots__ = ("name", "params", "result", "context", "method", "awaits", "export")',
+            "",
+            "    def __init__(self, name: str, params: tuple[tuple[str, str], ...], result: str | None,",
+            "                 context: str, method: str, awaits: str, export: str) -> None:",
+            "        self.name, self.params, self.result = name, params, result",
+            "        self.context, self.method, self.awaits, self.export = context, method, awaits, export",
+            "",
+            "    def __repr__(self) -> str:",
+            "        return f'CallbackSpec({self.name!r})'",
+            "",
+            "",
+            "#: callback -> its parameters ((name, type) pairs), answer kind (None, 'bool', 'action'),",
+            "#: context kind, SDK method, what awaiting means and when it is exported",
+            "CALLBACK_SPECS = {"]
+    for cb in abi.callbacks.values():
+        params = tuple((p.name, p.type) for p in cb.params)
+        out.append(f"    {cb.name!r}: CallbackSpec({cb.name!r}, {params!r}, {cb.result!r}, {cb.context!r}, "
+                   f"{cb.method!r}, {cb.awaits!r}, {cb.export!r}),")
+    out += ["}", "", "#: host limits of the wire formats"]
     out += [f"{k.upper()} = {v}" for k, v in abi.limits.items()]
     return "\n".join(out) + "\n"
 

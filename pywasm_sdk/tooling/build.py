@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import abi as abi_mod
 from . import checks, linker, resources, wasm_binary
+from .preflight import own_module
 
 Progress = Callable[[str], None]
 
@@ -50,6 +51,11 @@ class PluginSource:
     @property
     def main_file(self) -> Path:
         return self.folder / f"{self.module}.py"
+
+    def owns(self, name: str, module: object) -> bool:
+        """Whether ``module`` (``sys.modules[name]``) is one of the plugin's own modules (see
+        :func:`.preflight.own_module`)."""
+        return own_module(self.folder, name, module)
 
 
 @dataclass
@@ -140,17 +146,16 @@ _bridge.install_stand_ins()  # before componentize-py's start-up imports its typ
 import gc
 import weakref  # componentize-py's start-up imports it after this module: count it in
 
-from pywasm_sdk import _dispatch, log
-from pywasm_sdk._entry import finish_import
+from pywasm_sdk import _entry, log
 
 from pywasm_sdk._unavailable import install; install()  # ssl, socket, threads...: import, refuse use
 import {source.module}  # the plugin (hostcalls raise NoHostError while it is imported)
 
-finish_import({relative!r}, ({plugin_folder!r},))
+_entry.finish_import({relative!r}, ({plugin_folder!r},))
 log.route_standard_output()
 _bridge.install_stand_ins(late=True)
-_EXPORTS = _dispatch.Exports()
-_ENTRIES = {{name: getattr(_EXPORTS, name) for name in {callbacks!r}}}
+# the entry surface's functions, bound to the one runtime the plugin registered in
+_ENTRIES = {{name: getattr(_entry, name) for name in {callbacks!r}}}
 # the linker finds the Python side through the anchor, and keeps the builtin modules it names
 ANCHOR = _bridge.anchor(_ENTRIES, _bridge.builtin_modules_in_use() + ["componentize_py_runtime"])
 gc.collect()

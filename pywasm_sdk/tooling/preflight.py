@@ -9,8 +9,8 @@ in the generated entry module), and imports the proxy's CPython cannot do refuse
 what it found to RESULT.json:
 
 - ``{"ok": true, "callbacks": [...], "roots": [...], "modules": [...], "sources": {...}}``: the
-  ABI callbacks the registered classes use, the root_ids, the plugin's own modules (those in its
-  folder), and the file of every module the import loaded from outside the standard library and
+  ABI callbacks the registered classes use, the root_ids, the plugin's own modules (those its
+  folder provides on the path: :func:`own_module`, the rule the native mock host uses), and the file of every module the import loaded from outside the standard library and
   the SDK (the plugin's modules, in whatever layout, and the packages it uses): what the build
   cache key hashes (:mod:`.build_cache`);
 - ``{"ok": false, "error": "...", "file": ..., "line": ...}``: a message that says what was wrong
@@ -35,31 +35,62 @@ def _where(exc: BaseException, plugin_dir: Path) -> tuple[str | None, int | None
     return found
 
 
-#: callbacks whose answer the proxy needs at once: they cannot await anything
-_SYNCHRONOUS = ("on_vm_start", "on_configure", "on_done", "on_delete")
-
-
-def _async_problems(registrations: list) -> list[str]:
+def async_problems(registrations: list) -> list[str]:
+    """Methods declared ``async def`` where the ABI says a callback cannot await (``awaits: never``):
+    the proxy needs the answer at once, or nothing could continue the stream after an await."""
     import inspect
 
+    from pywasm_sdk.contexts import Context, HttpContext, RootContext, StreamContext
+
+    from . import abi as abi_mod
+
+    owners = {"root": RootContext, "http": HttpContext, "tcp": StreamContext, "any": Context}
+    never = [(owners[cb.context], cb.method) for cb in abi_mod.load().callbacks.values()
+             if cb.method and cb.awaits == "never"]
+    may = sorted({cb.method for cb in abi_mod.load().callbacks.values() if cb.method and cb.awaits != "never"})
     found = []
     for reg in registrations:
         for cls in (reg.root, reg.root.http_context, reg.root.stream_context):
-            for name in _SYNCHRONOUS:
-                method = getattr(cls, name, None) if cls is not None else None
+            for owner, name in never:
+                if cls is None or not issubclass(cls, owner):
+                    continue
+                method = getattr(cls, name, None)
                 if method is not None and inspect.iscoroutinefunction(method):
-                    found.append(f"{cls.__qualname__}.{name} cannot be async: the proxy needs its "
-                                 "answer before it goes on (only stream callbacks, on_tick, "
-                                 "on_queue_ready, on_log and call callbacks may await)")
+                    found.append(f"{cls.__qualname__}.{name} cannot be async: the proxy needs its answer "
+                                 "at once, nothing could continue the stream after an await, or the "
+                                 f"context is deleted right after it (these may await: {', '.join(may)}, "
+                                 "and the callbacks of calls)")
     return found
 
 
+def own_module(folder: Path, name: str, module: object) -> bool:
+    """Whether ``module`` (``sys.modules[name]``) is one of the plugin's own modules: one its
+    folder (resolved) provides on the path (``folder/x.py``, ``folder/x/...``), not merely one
+    stored somewhere under it (a virtual environment in the project folder holds packages,
+    pywasm_sdk included, that are not the plugin's). The SDK is never the plugin's. The rule of
+    the build's check and of the native mock host (it imports nothing: the check runs it)."""
+    top = name.partition(".")[0]
+    if top == "pywasm_sdk":
+        return False
+    file = getattr(module, "__file__", None)
+    paths = [file] if file else list(getattr(module, "__path__", None) or ())  # namespace packages
+    for path in paths:
+        try:
+            relative = Path(path).resolve().relative_to(folder)
+        except (OSError, ValueError):
+            return False
+        if not relative.parts or relative.parts[0].partition(".")[0] != top:
+            return False
+    return bool(paths)
+
+
 def run(plugin_dir: Path, module: str) -> dict:
-    from pywasm_sdk import _dispatch, _unavailable
+    from pywasm_sdk import _runtime, _unavailable
     from pywasm_sdk.errors import NoHostError
 
     from . import proxy_python
 
+    runtime = _runtime.current
     proxy_python.install()
     _unavailable.install()  # in front of it, as the entry module installs it in the proxy
     sys.path.insert(0, str(plugin_dir))
@@ -84,20 +115,17 @@ def run(plugin_dir: Path, module: str) -> dict:
         return {"ok": False, "file": file, "line": line,
                 "error": (f"cannot import module {refused.name!r}: {refused.reason}\n" if refused else "")
                 + "importing the plugin raised:\n" + "".join(traceback.format_exception(exc)).rstrip()}
-    if not _dispatch.registrations():
+    if not runtime.registrations():
         return {"ok": False, "file": str(plugin_dir / f"{module}.py"), "line": None,
                 "error": "the plugin registers no root context: call register(...) at module level, "
                          "e.g. `register(http=MyHttpContext)` or `register(MyRootContext)`"}
-    problems = _async_problems(_dispatch.registrations())
+    problems = async_problems(runtime.registrations())
     if problems:
         return {"ok": False, "file": str(plugin_dir / f"{module}.py"), "line": None,
                 "error": "; ".join(problems)}
-    modules = sorted(
-        name for name, mod in list(sys.modules.items())
-        if getattr(mod, "__file__", None) and Path(mod.__file__).resolve().is_relative_to(plugin_dir)
-    )
-    return {"ok": True, "callbacks": _dispatch.used_callbacks(),
-            "roots": [r.root_id for r in _dispatch.registrations()], "modules": modules,
+    modules = sorted(name for name, mod in list(sys.modules.items()) if own_module(plugin_dir, name, mod))
+    return {"ok": True, "callbacks": runtime.used_callbacks(),
+            "roots": [r.root_id for r in runtime.registrations()], "modules": modules,
             "sources": _sources(),
             "compiles_source": _compiles_source([sys.modules[m] for m in modules])}
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .._dispatch import ROUTES
-from ..contexts import HttpContext, StreamContext
+from . import abi as abi_mod
 from .wasm_binary import ModuleInfo, WasmFormatError, read
 
 __all__ = ["HTTP_CALLBACKS", "TCP_CALLBACKS", "FilterType", "ModuleFileError", "PluginModule",
@@ -28,10 +27,10 @@ __all__ = ["HTTP_CALLBACKS", "TCP_CALLBACKS", "FilterType", "ModuleFileError", "
 
 FilterType = Literal["http", "network"]
 
-#: callbacks only an HTTP filter receives (the host calls them per HTTP stream)
-HTTP_CALLBACKS = frozenset(n for n, (owner, _) in ROUTES.items() if owner is HttpContext)
-#: callbacks only a network (TCP) filter receives (the host calls them per connection)
-TCP_CALLBACKS = frozenset(n for n, (owner, _) in ROUTES.items() if owner is StreamContext)
+#: callbacks only an HTTP filter receives (the host calls them per HTTP stream): context "http" in the ABI
+HTTP_CALLBACKS = frozenset(n for n, cb in abi_mod.load().callbacks.items() if cb.context == "http")
+#: callbacks only a network (TCP) filter receives (the host calls them per connection): context "tcp"
+TCP_CALLBACKS = frozenset(n for n, cb in abi_mod.load().callbacks.items() if cb.context == "tcp")
 
 _MAGIC = b"\0asm"
 _CORE_VERSION = b"\x01\0\0\0"

@@ -21,19 +21,31 @@ Not an example to copy. HTTP (by ``:path``):
   /bad-hostcall-text           a raw hostcall with text that is not valid Unicode (made safe)
   /late        reads the request headers and request.path in on_response_headers (Envoy no longer
                holds them there)
+  /hold        pauses; the next tick (or a /release request) adds x-held / x-released-by to the
+               request headers of each held stream, through that stream's own view, and resumes it
+  /types       the type and value of end_of_stream as seen by the plugin (x-eos)
+  /clock       time.time_ns(), time.monotonic_ns() and the host's clock (x-time-ns, ...)
+  /mapping     the request headers as a mapping: len, keys, dict (x-len, x-keys, x-dict)
+  /wrong-use   floats where the host takes ints: each raises TypeError the plugin catches (x-caught)
+  /unawaited   calls self.http_call(...) without await (the SDK warns; no call is made)
+  /shared-keys shared-data keys that differ only in bytes that are not UTF-8 stay apart (x-shared)
 Root: with plugin configuration "tick" the timer ticks every second, counting in metric "ticks";
 with "linger", on_done answers False at shutdown and the next tick calls done().
 TCP: the connection's cluster is chosen from the source address's last digit; upstream data is
 upper-cased; downstream data is held back until it contains a newline.
 """
 
+import json
 import logging
 import os
+import time
+from collections.abc import Mapping
 
 from pywasm_sdk import hostcalls
 from pywasm_sdk import (Action, BadArgument, Counter, Gauge, Histogram, HttpContext, RootContext, SharedQueue,
-                        StreamContext, get_property, get_property_int, get_property_str, log,
-                        properties, register, set_envoy_filter_state, set_property, update_shared_data)
+                        StreamContext, get_current_time_ns, get_property, get_property_int, get_property_str,
+                        get_shared_data, log, properties, register, set_envoy_filter_state, set_property,
+                        set_shared_data, update_shared_data)
 
 import helpers
 
@@ -49,7 +61,7 @@ class ProbeHttp(HttpContext):
         path = self.request_headers.get(":path") or "/"
         self.path = path
         if path == "/echo":
-            self.request_headers.set_all(self.request_headers.items())
+            self.request_headers.set_all(self.request_headers.pairs())
         elif path == "/raise":
             helpers.explode("on_request_headers")
         elif path == "/abort":
@@ -103,6 +115,46 @@ class ProbeHttp(HttpContext):
             return Action.PAUSE
         elif path == "/env":
             self.request_headers.add("x-env", os.environ.get("PROBE_ENV", "<unset>"))
+        elif path == "/hold":
+            self.root.held.append(self)
+            return Action.PAUSE
+        elif path == "/release":
+            for held in self.root.held:
+                held.request_headers.add("x-released-by", str(self.context_id))
+                held.resume_request()
+            self.root.held.clear()
+        elif path == "/types":
+            self.request_headers.add("x-eos", f"{type(end_of_stream).__name__}:{end_of_stream}")
+        elif path == "/clock":
+            host_ns = get_current_time_ns()
+            self.request_headers.add("x-time-ns", str(time.time_ns()))
+            self.request_headers.add("x-time", repr(time.time()))
+            self.request_headers.add("x-host-ns", str(host_ns))
+            self.request_headers.add("x-monotonic-ns", str(time.monotonic_ns()))
+            self.request_headers.add("x-clock-agrees", str(abs(time.time_ns() - host_ns) < 1_000_000_000))
+        elif path == "/mapping":
+            headers = self.request_headers
+            seen = {"x-len": str(len(headers)), "x-keys": ",".join(headers.keys()),
+                    "x-dict": json.dumps(dict(headers), sort_keys=True),
+                    "x-is-mapping": str(isinstance(headers, Mapping))}
+            for name, value in seen.items():
+                headers.add(name, value)
+        elif path == "/wrong-use":
+            caught = []
+            for attempt in (lambda: SIZES.record(1.5), lambda: INFLIGHT.set(1.5),
+                            lambda: self.root.set_tick_period(1.5), lambda: REQUESTS.increment(0.5)):
+                try:
+                    attempt()
+                except TypeError:
+                    caught.append("TypeError")
+            self.request_headers.add("x-caught", ",".join(caught))
+        elif path == "/unawaited":
+            self.http_call("auth", path="/never")
+        elif path == "/shared-keys":
+            set_shared_data(b"probe.key\xff", "ff")
+            set_shared_data("probe.key\udcfe", "fe")  # a str from non-UTF-8 bytes is those bytes
+            found = [get_shared_data(k) for k in ("probe.key\udcff", b"probe.key\xfe", "probe.key\ufffd")]
+            self.request_headers.add("x-shared", ",".join(f.value.decode() if f else "-" for f in found))
         elif path.startswith("/bad-hostcall-"):
             try:
                 if path == "/bad-hostcall-type":
@@ -152,6 +204,8 @@ class ProbeTcp(StreamContext):
         return Action.CONTINUE
 
     def on_downstream_data(self, data_size, end_of_stream):
+        if end_of_stream:
+            log.info("probe: downstream end_of_stream is a %s", type(end_of_stream).__name__)
         data = self.downstream_data.read()
         return Action.CONTINUE if b"\n" in data or end_of_stream else Action.PAUSE
 
@@ -170,12 +224,17 @@ class ProbeRoot(RootContext):
     def on_configure(self, plugin_config):
         self.queue = SharedQueue.register("probe.queue")
         self.lingering = False
+        self.held = []
         if plugin_config in (b"tick", b"linger"):
             self.set_tick_period(1000)
         return True
 
     def on_tick(self):
         TICKS.increment()
+        for held in self.held:  # another context's view acts on that context
+            held.request_headers.add("x-held", str(held.context_id))
+            held.resume_request()
+        self.held.clear()
         if self.lingering:
             log.info("probe: done lingering")
             self.done()
