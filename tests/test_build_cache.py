@@ -162,12 +162,19 @@ def test_every_build_tool_version_is_in_the_key(tmp_path):
 
 
 def test_build_options_are_checked_and_given_their_defaults():
-    defaults = build_options({})
-    assert "progress" not in defaults and "keep_temp" not in defaults
+    assert build_options({}) == {"debug": False, "keep_compiler": False}  # not progress, keep_temp
+    assert build_options({"keep_compiler": True}) == {"debug": False, "keep_compiler": True}
     with pytest.raises(TypeError, match="unknown build option.*no_such_option"):
         build_options({"no_such_option": True})
-    assert key_manifest("plugin", {}, defaults, sdk_package=Path("/nonexistent"), data_dirs=[],
-                        versions={}).endswith("options " + __import__("json").dumps(defaults) + "\n")
+
+
+def test_each_build_option_is_a_variant_of_the_key(tmp_path):
+    folder = folder_plugin(tmp_path / "p")
+    plain = build_key(folder)
+    assert build_key(folder, keep_compiler=False, debug=False) == plain  # the defaults, given
+    variants = {build_key(folder, keep_compiler=True), build_key(folder, debug=True),
+                build_key(folder, keep_compiler=True, debug=True)}
+    assert len(variants) == 3 and plain not in variants
 
 
 def test_an_unchanged_plugin_is_not_rebuilt_because_a_test_file_changed(pywasm_build, tmp_path):

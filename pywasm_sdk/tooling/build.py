@@ -158,6 +158,9 @@ _bridge.install_stand_ins(late=True)
 _ENTRIES = {{name: getattr(_entry, name) for name in {callbacks!r}}}
 # the linker finds the Python side through the anchor, and keeps the builtin modules it names
 ANCHOR = _bridge.anchor(_ENTRIES, _bridge.builtin_modules_in_use() + ["componentize_py_runtime"])
+# the import system's per-folder caches hold the build's folders: their listings (files beside
+# the plugin that it never imported) and their modification times; the proxy has no files
+sys.path_importer_cache.clear()
 gc.collect()
 
 

@@ -20,7 +20,9 @@ from .wasm_module import Data
 __all__ = ["Anchor", "AnchorError", "Memory", "free_chunks", "pack"]
 
 _PINUSE = 1
-_KEEP = 32  # bytes kept at the start of a free chunk: prev_foot, head, fd, bk, tree links
+# bytes kept at the start of a free chunk: prev_foot, head, fd, bk; and the tree links (child[2],
+# parent, index) of a large chunk, one dlmalloc keeps in a tree bin (MIN_LARGE_SIZE: 256)
+_KEEP_SMALL, _KEEP_LARGE, _MIN_LARGE = 16, 32, 256
 
 
 class AnchorError(ValueError):
@@ -119,7 +121,8 @@ def zero_free(memory: Memory, chunks: list[tuple[int, int]]) -> int:
     zeroed = 0
     end = len(memory.bytes)  # the top chunk reaches past the last initialised byte
     for p, size in chunks:
-        start, stop = p + _KEEP, min(p + size, end)
+        keep = _KEEP_LARGE if size >= _MIN_LARGE else _KEEP_SMALL
+        start, stop = p + keep, min(p + size, end)
         if stop > start:
             zeroed += stop - start
             memory.bytes[start:stop] = bytes(stop - start)
