@@ -158,6 +158,16 @@ def test_a_stdlib_module_the_proxy_lacks_fails_the_check(tmp_path):
     assert "cannot import module 'lzma'" in message and "built without '_lzma'" in message
 
 
+def test_the_check_refuses_a_module_the_proxy_lacks_even_when_already_imported():
+    # zipfile imports lzma: whatever imports zipfile before the check must not let lzma through
+    probe = ("import zipfile, sys\n"
+             "from pywasm_sdk.tooling import proxy_python\n"
+             "proxy_python.install()\n"
+             "try:\n    import lzma\nexcept ModuleNotFoundError as exc:\n    print('refused', exc.name)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "refused lzma", done.stdout + done.stderr
+
+
 def test_the_check_runs_with_the_proxys_stand_ins(tmp_path):
     message = check(tmp_path, "import socket\nsocket.create_connection(('127.0.0.1', 9))\n")
     assert f"{tmp_path / 'plugin.py'}:2:" in message

@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs in the test environment
 
 from . import resources
 
@@ -86,7 +86,7 @@ class Abi:
     wasi_allowed: dict[str, tuple[list[str], list[str]]]
 
 
-def _params(spec: dict | None) -> tuple[Param, ...]:
+def _params(spec: dict[str, str] | None) -> tuple[Param, ...]:
     return tuple(Param(n, t) for n, t in (spec or {}).items())
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from . import abi as abi_mod
 from . import checks, linker, resources, wasm_binary
@@ -95,7 +96,7 @@ def _executable(distribution: str, name: str) -> str:
         files = []
     for f in files:
         if len(f.parts) > 1 and f.parts[-2] in ("bin", "Scripts") and Path(f.parts[-1]).stem == name:
-            return str(f.locate().resolve())
+            return str(Path(f.locate()).resolve())
     found = shutil.which(name)
     if found:
         return found
@@ -200,7 +201,7 @@ def _unique(paths: list[Path]) -> list[Path]:
     return out
 
 
-def preflight(source: PluginSource) -> dict:
+def preflight(source: PluginSource) -> dict[str, Any]:
     """Run the native check in a child process (the plugin's code never runs in ours)."""
     with tempfile.TemporaryDirectory(prefix="pywasm-check-") as tmp:
         result_file = Path(tmp) / "result.json"
@@ -213,7 +214,7 @@ def preflight(source: PluginSource) -> dict:
             cwd=tmp, env=env, capture_output=True, text=True)
         if not result_file.exists():
             raise BuildError(f"checking the plugin failed:\n{proc.stderr.strip() or proc.stdout.strip()}")
-        result = json.loads(result_file.read_text())
+        result: dict[str, Any] = json.loads(result_file.read_text())
     if not result["ok"]:
         where = result.get("file") or str(source.main_file)
         if result.get("line"):

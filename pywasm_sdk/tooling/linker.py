@@ -133,7 +133,7 @@ class _Linker:
                     if e.kind == _KIND_GLOBAL and e.name.rpartition(":")[2] == name and ":" in e.name]
         values = {self.mod.global_initial(e.index) for e in resolved}
         if len(values) > 1:
-            raise LinkError(f"the fused module's resolved addresses of {name!r} disagree: {sorted(values)}")
+            raise LinkError(f"the fused module's resolved addresses of {name!r} disagree: {sorted(values, key=str)}")
         return resolved[0].index if resolved else self.export(name, _KIND_GLOBAL)
 
     # -- merging adapter modules ----------------------------------------------------------
@@ -400,8 +400,8 @@ class _Linker:
             names = {final[n_host + i]: name for i, name in self.names.items() if live[n_host + i]}
             out.customs.append(("name", name_section(names)))
         kept = {i for i in range(n_fused) if live[n_host + i]}
-        entry_points = sorted({v for a in self.added for k, v in a.funcs if k == "fused"})  # type: ignore[misc]
-        origins = prune.code_origins(self.plan, kept, entry_points)  # type: ignore[arg-type]
+        entry_points = sorted({v for a in self.added for k, v in a.funcs if k == "fused" and isinstance(v, int)})
+        origins = prune.code_origins(self.plan, kept, entry_points)
         origins["pywasm bridge"] = sum(len(a.body) for n, a in enumerate(self.added)
                                        if live[n_host + n_fused + n])
         self.report.code_origins = origins

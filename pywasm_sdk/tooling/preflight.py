@@ -24,6 +24,7 @@ import sys
 import sysconfig
 import traceback
 from pathlib import Path
+from typing import Any
 
 
 def _where(exc: BaseException, plugin_dir: Path) -> tuple[str | None, int | None]:
@@ -35,7 +36,7 @@ def _where(exc: BaseException, plugin_dir: Path) -> tuple[str | None, int | None
     return found
 
 
-def async_problems(registrations: list) -> list[str]:
+def async_problems(registrations: list[Any]) -> list[str]:
     """Methods declared ``async def`` where the ABI says a callback cannot await (``awaits: never``):
     the proxy needs the answer at once, or nothing could continue the stream after an await."""
     import inspect
@@ -84,7 +85,7 @@ def own_module(folder: Path, name: str, module: object) -> bool:
     return bool(paths)
 
 
-def run(plugin_dir: Path, module: str) -> dict:
+def run(plugin_dir: Path, module: str) -> dict[str, Any]:
     from pywasm_sdk import _runtime, _unavailable
     from pywasm_sdk.errors import NoHostError
 
@@ -153,7 +154,7 @@ def _sources() -> dict[str, str]:
 _COMPILING = frozenset({"compile", "exec", "eval"})
 
 
-def _compiles_source(modules: list) -> list[str]:
+def _compiles_source(modules: list[Any]) -> list[str]:
     """``module:line`` of each call of compile/exec/eval in the plugin's own modules."""
     import dis
     import types
@@ -179,7 +180,7 @@ def _compiles_source(modules: list) -> list[str]:
     return sorted(set(found))
 
 
-def _functions(value: object) -> list:
+def _functions(value: object) -> list[Any]:
     import types
 
     if isinstance(value, types.FunctionType):

@@ -137,7 +137,14 @@ def refusal_behind(exc: BaseException) -> ProxyImportError | None:
 
 
 def install() -> ProxyImports:
-    """Put a :class:`ProxyImports` first on ``sys.meta_path`` and return it."""
+    """Put a :class:`ProxyImports` first on ``sys.meta_path`` and return it.
+
+    Modules the proxy lacks that are already imported (``zipfile`` imports ``lzma`` and ``bz2``,
+    and whatever ran before the check may have imported ``zipfile``) leave ``sys.modules``, so
+    that the plugin's own import of them reaches the finder; their earlier importers keep them.
+    """
+    for name in [*BROKEN_STDLIB, *MISSING_C_MODULES]:
+        sys.modules.pop(name, None)
     finder = ProxyImports()
     sys.meta_path.insert(0, finder)
     return finder

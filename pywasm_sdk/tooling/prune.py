@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import wasm_code
@@ -106,15 +107,15 @@ class _Graph:
         self.start_referrers: dict[int, set[int]] = {}  # address -> functions citing it exactly
         starts: set[int] = set()
         lo, hi = static
-        for i, f in enumerate(self.facts):
+        for i, fact in enumerate(self.facts):
             d: list[int] = []
             s: list[int] = []
             if i not in reloc_functions:  # their references are the relocated words themselves
                 # a bundled library's code cites only its own statics (at any offset) and other
                 # symbols by their start: all its references cut objects
-                certain = len(f.global_offsets) + (len(f.derived_offsets)
+                certain = len(fact.global_offsets) + (len(fact.derived_offsets)
                                                    if any(i in lib for lib in libraries) else 0)
-                for n, (g, k) in enumerate(f.global_offsets + f.derived_offsets):
+                for n, (g, k) in enumerate(fact.global_offsets + fact.derived_offsets):
                     v = values[g]
                     if v is None:
                         continue
@@ -141,7 +142,7 @@ class _Graph:
         k = bisect.bisect_right(self.starts, address) - 1
         return k if k >= 0 else None
 
-    def closure(self, functions: list[int], slot_override: dict[int, int | None],
+    def closure(self, functions: list[int], slot_override: Mapping[int, int | None],
                 opaque: set[int]) -> tuple[set[int], set[int]]:
         """Functions and objects reached from ``functions``; the edges of ``opaque`` functions
         (whose bodies will be replaced) are not followed."""
@@ -246,7 +247,7 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
     candidates |= set(seeds)
     candidates -= set(cut)
 
-    init_slots = {s: None for s, f in enumerate(g.slots) if f in removed_inits}
+    init_slots: dict[int, int | None] = {s: None for s, f in enumerate(g.slots) if f in removed_inits}
     result.module_inits = {s: names[g.slots[s]][len("PyInit_"):] for s in init_slots}  # type: ignore[index]
     rest = [f for f in range(len(mod.codes)) if f not in candidates]
     while True:
@@ -254,18 +255,19 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
         removed = candidates - live
         # the guard: a pointer in an object that directly follows a live one may belong to
         # the live one (objects are cut where code refers, not where they really end)
-        guarded = set()
+        guarded: set[int] = set()
         for address in g.reloc_addresses:
             v = g.relocs[address]
             if v < g.size and v not in init_slots and g.slots[v] in removed:
                 o = g.object(address)
-                if o is not None and _may_belong_to_live(g, o, live_objects, removed):
-                    guarded.add(g.slots[v])
+                f = g.slots[v]
+                if f is not None and o is not None and _may_belong_to_live(g, o, live_objects, removed):
+                    guarded.add(f)
         if not guarded:
             break
         result.guarded += len(guarded)
         rest += sorted(guarded)
-    result.removed = removed  # type: ignore[assignment]
+    result.removed = removed
     result.candidates = candidates
     result.compiler = cut
     return result
@@ -282,7 +284,7 @@ def code_origins(plan: Plan, kept: set[int], entry_points: list[int]) -> dict[st
     g = plan.graph
     if g is None:
         return {}
-    no_inits = {s: None for s, f in enumerate(g.slots) if f in set(plan.inits.values())}
+    no_inits: dict[int, int | None] = {s: None for s, f in enumerate(g.slots) if f in set(plan.inits.values())}
     core, _ = g.closure(entry_points, no_inits, set(plan.compiler))
     owner: dict[int, str] = {}
     for module, init in sorted(plan.inits.items()):

@@ -35,13 +35,14 @@ class Memory:
     def __init__(self, datas: list[Data]) -> None:
         if any(d.offset is None for d in datas):
             raise ValueError("passive data segments are not part of the initial memory")
-        size = max((d.offset + len(d.data) for d in datas), default=0)  # type: ignore[operator]
-        self.bytes = bytearray(size)
-        for d in datas:
-            self.bytes[d.offset:d.offset + len(d.data)] = d.data  # type: ignore[index,operator]
+        placed = [(d.offset or 0, d.data) for d in datas]
+        self.bytes = bytearray(max((at + len(data) for at, data in placed), default=0))
+        for at, data in placed:
+            self.bytes[at:at + len(data)] = data
 
     def u32(self, address: int) -> int:
-        return struct.unpack_from("<I", self.bytes, address)[0]
+        value: int = struct.unpack_from("<I", self.bytes, address)[0]
+        return value
 
     def write_u32(self, address: int, value: int) -> None:
         struct.pack_into("<I", self.bytes, address, value)

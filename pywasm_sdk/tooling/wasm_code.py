@@ -341,10 +341,10 @@ def straight_line_stores(body: bytes, global_value: Callable[[int], int | None])
             stack.append(value & 0xFFFFFFFF)
         elif op == _GLOBAL_GET:
             index, p = _uleb(d, p)
-            value = global_value(index)
-            if value is None:
+            known = global_value(index)
+            if known is None:
                 raise CodeError(f"relocation code reads global {index}, which is not a constant")
-            stack.append(value)
+            stack.append(known)
         elif op == _I32_ADD:
             b, a = stack.pop(), stack.pop()
             stack.append((a + b) & 0xFFFFFFFF)
