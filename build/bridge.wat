@@ -43,6 +43,9 @@
   (import "fused" "PyBytes_AsStringAndSize" (func $PyBytes_AsStringAndSize (param i32 i32 i32) (result i32)))
   (import "fused" "PyBytes_FromStringAndSize" (func $PyBytes_FromStringAndSize (param i32 i32) (result i32)))
   (import "fused" "PyUnicode_AsUTF8AndSize" (func $PyUnicode_AsUTF8AndSize (param i32 i32) (result i32)))
+  (import "fused" "PyList_New" (func $PyList_New (param i32) (result i32)))
+  (import "fused" "PyList_Append" (func $PyList_Append (param i32 i32) (result i32)))
+  (import "fused" "PyList_Size" (func $PyList_Size (param i32) (result i32)))
 
   (import "pywasm" "bind" (global $bind i32))              ;; the PyObject* of _bridge.bind
   (import "pywasm" "raw_defs" (global $raw_defs i32))      ;; PyMethodDef[raw_count] in the anchor
@@ -50,6 +53,9 @@
   (import "pywasm" "arity_message" (global $arity_message i32))  ;; C strings in the anchor
   (import "pywasm" "module_message" (global $module_message i32))
   (import "pywasm" "compiler_message" (global $compiler_message i32))
+  (import "pywasm" "create_stream_context" (global $create_stream_context i32))  ;; PyObject*
+  (import "pywasm" "forget_contexts" (global $forget_contexts i32))              ;; PyObject*
+  (import "pywasm" "eager_delete" (global $eager_delete i32))  ;; 1: streams override on_delete
 
   (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))
@@ -114,6 +120,176 @@
     (if (local.get $r)
       (then (call $Py_DecRef (local.get $r)))
       (else (call $PyErr_WriteUnraisable (local.get $callable)))))
+
+;; -- stream contexts, without entering Python -----------------------------------------------
+  ;;
+  ;; Envoy creates and deletes a context per request; entering Python for each would cost two
+  ;; calls into the interpreter per request. Instead the bridge records each stream's root here
+  ;; and Python makes the stream's context at its first callback (the SDK's runtime does that by
+  ;; itself when the VM has one root context; with several, the bridge first calls
+  ;; create_stream_context(id, root)). Deleted streams are handed to forget_contexts in
+  ;; batches (at once when the plugin's streams override on_delete); a stream that never reached
+  ;; Python is just dropped. Roots go to Python as they come.
+  ;;
+  ;; The table: open addressing with linear probing, 8-byte entries (id, root | MADE), context
+  ;; ids are never 0 (Envoy counts from 1) so 0 marks a free entry; deletion shifts the entries
+  ;; after it back (no tombstones). Roots are entries whose root is 0.
+  (global $contexts (mut i32) (i32.const 0))  ;; the entries
+  (global $capacity (mut i32) (i32.const 0))  ;; a power of two
+  (global $used (mut i32) (i32.const 0))
+  (global $roots (mut i32) (i32.const 0))     ;; live root contexts
+  (global $last_root (mut i32) (i32.const 0))
+  (global $gone (mut i32) (i32.const 0))      ;; list of deleted streams Python has not forgotten
+  (global $MADE i32 (i32.const 0x80000000))
+  (global $BATCH i32 (i32.const 32))
+
+  (func $home (param $id i32) (result i32)  ;; the index an id hashes to
+    (i32.and (i32.mul (local.get $id) (i32.const 0x9E3779B1)) (i32.sub (global.get $capacity) (i32.const 1))))
+
+  ;; The address of id's entry, or of the free entry where it would go.
+  (func $entry (param $id i32) (result i32)
+    (local $i i32) (local $at i32)
+    (local.set $i (call $home (local.get $id)))
+    (loop $probe
+      (local.set $at (i32.add (global.get $contexts) (i32.shl (local.get $i) (i32.const 3))))
+      (if (i32.and (i32.ne (i32.load (local.get $at)) (local.get $id)) (i32.ne (i32.load (local.get $at)) (i32.const 0)))
+        (then
+          (local.set $i (i32.and (i32.add (local.get $i) (i32.const 1)) (i32.sub (global.get $capacity) (i32.const 1))))
+          (br $probe))))
+    (local.get $at))
+
+  (func $grow
+    (local $old i32) (local $old_capacity i32) (local $i i32) (local $at i32) (local $to i32)
+    (local.set $old (global.get $contexts))
+    (local.set $old_capacity (global.get $capacity))
+    (global.set $capacity (select (i32.shl (local.get $old_capacity) (i32.const 1)) (i32.const 64)
+                                  (local.get $old_capacity)))
+    (global.set $contexts (call $malloc (i32.shl (global.get $capacity) (i32.const 3))))
+    (if (i32.eqz (global.get $contexts)) (then unreachable))  ;; no memory left for 8 bytes a stream
+    (memory.fill (global.get $contexts) (i32.const 0) (i32.shl (global.get $capacity) (i32.const 3)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $old_capacity)))
+        (local.set $at (i32.add (local.get $old) (i32.shl (local.get $i) (i32.const 3))))
+        (if (i32.load (local.get $at))
+          (then
+            (local.set $to (call $entry (i32.load (local.get $at))))
+            (i64.store (local.get $to) (i64.load (local.get $at)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (if (local.get $old) (then (call $free (local.get $old)))))
+
+  (func $remember (param $id i32) (param $root i32)
+    (local $at i32)
+    (if (i32.ge_u (i32.shl (i32.add (global.get $used) (i32.const 1)) (i32.const 1)) (global.get $capacity))
+      (then (call $grow)))
+    (local.set $at (call $entry (local.get $id)))
+    (if (i32.eqz (i32.load (local.get $at))) (then (global.set $used (i32.add (global.get $used) (i32.const 1)))))
+    (i32.store (local.get $at) (local.get $id))
+    (i32.store offset=4 (local.get $at) (local.get $root)))
+
+  ;; Forget id's entry; answers what it held (root | MADE), or -1 when there was none.
+  (func $forget (param $id i32) (result i32)
+    (local $at i32) (local $held i32) (local $i i32) (local $j i32) (local $home i32) (local $mask i32)
+    (if (i32.eqz (global.get $capacity)) (then (return (i32.const -1))))
+    (local.set $at (call $entry (local.get $id)))
+    (if (i32.eqz (i32.load (local.get $at))) (then (return (i32.const -1))))
+    (local.set $held (i32.load offset=4 (local.get $at)))
+    (local.set $mask (i32.sub (global.get $capacity) (i32.const 1)))
+    (local.set $i (i32.shr_u (i32.sub (local.get $at) (global.get $contexts)) (i32.const 3)))
+    (local.set $j (local.get $i))
+    ;; shift back the entries that probed past the freed one
+    (block $done
+      (loop $next
+        (local.set $j (i32.and (i32.add (local.get $j) (i32.const 1)) (local.get $mask)))
+        (local.set $at (i32.add (global.get $contexts) (i32.shl (local.get $j) (i32.const 3))))
+        (br_if $done (i32.eqz (i32.load (local.get $at))))
+        (local.set $home (call $home (i32.load (local.get $at))))
+        ;; the entry at j moves back to i unless its home lies cyclically in (i, j]
+        (if (i32.ge_u (i32.and (i32.sub (local.get $j) (local.get $home)) (local.get $mask))
+                      (i32.and (i32.sub (local.get $j) (local.get $i)) (local.get $mask)))
+          (then
+            (i64.store (i32.add (global.get $contexts) (i32.shl (local.get $i) (i32.const 3)))
+                       (i64.load (local.get $at)))
+            (local.set $i (local.get $j))))
+        (br $next)))
+    (i64.store (i32.add (global.get $contexts) (i32.shl (local.get $i) (i32.const 3))) (i64.const 0))
+    (global.set $used (i32.sub (global.get $used) (i32.const 1)))
+    (local.get $held))
+
+  ;; Before a stream's callback enters Python: the first time, and when the runtime cannot
+  ;; tell the stream's root by itself, make its context with the root it was created under.
+  (func $reach (param $id i32)
+    (local $at i32) (local $held i32)
+    (if (i32.eqz (global.get $capacity)) (then (return)))
+    (local.set $at (call $entry (local.get $id)))
+    (if (i32.eqz (i32.load (local.get $at))) (then (return)))
+    (local.set $held (i32.load offset=4 (local.get $at)))
+    ;; made already, or a root (its context was made when it was created)
+    (if (i32.or (i32.and (local.get $held) (global.get $MADE)) (i32.eqz (local.get $held))) (then (return)))
+    (i32.store offset=4 (local.get $at) (i32.or (local.get $held) (global.get $MADE)))
+    (if (i32.and (i32.eq (global.get $roots) (i32.const 1)) (i32.eq (local.get $held) (global.get $last_root)))
+      (then (return)))
+    (call $call2 (global.get $create_stream_context) (local.get $id) (local.get $held)))
+
+  ;; proxy_on_context_create: roots enter Python now, streams are only remembered.
+  (func $context_created (param $id i32) (param $parent i32) (result i32)  ;; 1: enter Python
+    (call $remember (local.get $id) (local.get $parent))
+    (if (local.get $parent) (then (return (i32.const 0))))
+    (global.set $roots (i32.add (global.get $roots) (i32.const 1)))
+    (global.set $last_root (local.get $id))
+    (i32.const 1))
+
+  ;; proxy_on_delete: 1 when Python must see it now (a root, an unknown id, or a stream of a
+  ;; plugin that overrides on_delete); a stream that reached Python waits in a batch.
+  (func $context_deleted (param $id i32) (result i32)
+    (local $held i32) (local $n i32)
+    (local.set $held (call $forget (local.get $id)))
+    (if (i32.eq (local.get $held) (i32.const -1)) (then (return (i32.const 1))))
+    (if (i32.eqz (i32.and (local.get $held) (i32.const 0x7FFFFFFF)))
+      (then (global.set $roots (i32.sub (global.get $roots) (i32.const 1))) (return (i32.const 1))))
+    (if (i32.eqz (i32.and (local.get $held) (global.get $MADE))) (then (return (i32.const 0))))
+    (if (global.get $eager_delete) (then (return (i32.const 1))))
+    (if (i32.eqz (global.get $gone)) (then (global.set $gone (call $PyList_New (i32.const 0)))))
+    (local.set $n (call $PyLong_FromUnsignedLong (local.get $id)))
+    (if (i32.or (i32.eqz (global.get $gone)) (i32.eqz (local.get $n)))
+      (then (call $Py_DecRef (local.get $n)) (call $PyErr_Clear) (return (i32.const 1))))
+    (drop (call $PyList_Append (global.get $gone) (local.get $n)))
+    (call $Py_DecRef (local.get $n))
+    (if (i32.ge_u (call $PyList_Size (global.get $gone)) (global.get $BATCH)) (then (call $flush)))
+    (i32.const 0))
+
+  ;; Hand the batch of deleted streams to Python (forget_contexts) and start a new one.
+  (func $flush
+    (local $batch i32) (local $args i32) (local $r i32)
+    (local.set $batch (global.get $gone))
+    (if (i32.eqz (local.get $batch)) (then (return)))
+    (global.set $gone (i32.const 0))
+    (local.set $args (i32.sub (global.get $sp) (i32.const 16)))
+    (global.set $sp (local.get $args))
+    (i32.store offset=4 (local.get $args) (local.get $batch))
+    (local.set $r (call $PyObject_Vectorcall (global.get $forget_contexts) (i32.add (local.get $args) (i32.const 4))
+                                             (i32.const 0x80000001) (i32.const 0)))
+    (global.set $sp (i32.add (local.get $args) (i32.const 16)))
+    (call $Py_DecRef (local.get $batch))
+    (call $discard (local.get $r) (global.get $forget_contexts)))
+
+  ;; callable(a, b) for two u32 arguments, its result discarded (failures reported).
+  (func $call2 (param $callable i32) (param $a i32) (param $b i32)
+    (local $args i32) (local $r i32)
+    (local.set $args (i32.sub (global.get $sp) (i32.const 16)))
+    (global.set $sp (local.get $args))
+    (i32.store offset=4 (local.get $args) (call $PyLong_FromUnsignedLong (local.get $a)))
+    (i32.store offset=8 (local.get $args) (call $PyLong_FromUnsignedLong (local.get $b)))
+    (local.set $r (if (result i32) (i32.and (i32.ne (i32.load offset=4 (local.get $args)) (i32.const 0))
+                                          (i32.ne (i32.load offset=8 (local.get $args)) (i32.const 0)))
+      (then (call $PyObject_Vectorcall (local.get $callable) (i32.add (local.get $args) (i32.const 4))
+                                       (i32.const 0x80000002) (i32.const 0)))
+      (else (i32.const 0))))
+    (call $Py_DecRef (i32.load offset=4 (local.get $args)))
+    (call $Py_DecRef (i32.load offset=8 (local.get $args)))
+    (global.set $sp (i32.add (local.get $args) (i32.const 16)))
+    (call $discard (local.get $r) (local.get $callable)))
 
   ;; TypeError for a raw hostcall called with the wrong number of arguments; returns NULL.
   (func $arity_error (result i32)
