@@ -29,7 +29,12 @@ from ._abi import CALLBACKS
 #: The anchor's first 16 bytes, written as hex: the raw bytes then exist once in the snapshot,
 #: in the anchor itself (``bytes.fromhex`` builds it in one step, with no temporary copy).
 MAGIC_HEX = "7079" "7761" "736d" "2d61" "6e63" "686f" "722d" "0001"  # "pywasm-anchor-\0\1"
-ANCHOR_FORMAT = 2
+ANCHOR_FORMAT = 3
+#: the entry surface's functions for the bridge's own bookkeeping of stream contexts, in the
+#: anchor after bind (see build/bridge.wat, "stream contexts")
+CONTEXT_ENTRIES = ("create_stream_context", "forget_contexts")
+#: anchor flag: the plugin's streams override on_delete, so each delete enters Python at once
+EAGER_DELETE = 1
 #: bytes the linker may use in the anchor for method records and names
 RESERVED = 4096
 
@@ -126,21 +131,29 @@ def builtin_modules_in_use() -> list[str]:
     return sorted(used)
 
 
-def anchor(entries: dict[str, object], modules: list[str]) -> bytes:
-    """The anchor for these callables (keep the bytes and every entry alive: module globals)."""
-    unknown = set(entries) - set(CALLBACKS)
+def anchor(entries: dict[str, object], modules: list[str], eager_delete: bool) -> bytes:
+    """The anchor for these callables: the exported callbacks' and CONTEXT_ENTRIES (keep the
+    bytes and every entry alive: module globals)."""
+    unknown = set(entries) - set(CALLBACKS) - set(CONTEXT_ENTRIES)
     if unknown:
-        raise ValueError(f"not ABI callbacks: {sorted(unknown)}")
+        raise ValueError(f"neither ABI callbacks nor {', '.join(CONTEXT_ENTRIES)}: {sorted(unknown)}")
+    missing = [n for n in CONTEXT_ENTRIES if n not in entries]
+    if missing:
+        raise ValueError(f"the anchor needs {', '.join(missing)}")
     return anchor_bytes([id(entries[n]) if n in entries else 0 for n in CALLBACKS], id(bind),
+                        [id(entries[n]) for n in CONTEXT_ENTRIES], EAGER_DELETE if eager_delete else 0,
                         len(hostcalls.RAW_NAMES), modules)
 
 
-def anchor_bytes(entries: list[int], bind_address: int, raw_count: int, modules: list[str]) -> bytes:
+def anchor_bytes(entries: list[int], bind_address: int, context_entries: list[int], flags: int,
+                 raw_count: int, modules: list[str]) -> bytes:
     """Magic, format, the callables of the exported callbacks (in ABI order, 0 for callbacks the
-    module does not export), :func:`bind`, the number of raw hostcalls, the builtin modules to
-    keep, and the reserved area (built in one step from hex: see MAGIC_HEX)."""
+    module does not export), :func:`bind`, those of CONTEXT_ENTRIES, the flags, the number of raw
+    hostcalls, the builtin modules to keep, and the reserved area (built in one step from hex:
+    see MAGIC_HEX)."""
     names = ",".join(modules).encode()
     names += b"\0" * (-len(names) % 4)
-    words = [ANCHOR_FORMAT, len(entries), *entries, bind_address, raw_count, RESERVED, len(names)]
+    words = [ANCHOR_FORMAT, len(entries), *entries, bind_address, *context_entries, flags, raw_count,
+             RESERVED, len(names)]
     return bytes.fromhex(MAGIC_HEX + struct.pack(f"<{len(words)}I", *words).hex() + names.hex()
                          + "00" * RESERVED)

@@ -15,7 +15,8 @@ Who calls what:
   Without it the first callback makes the context itself when the VM has a single root context.
 - ``forget_contexts(context_ids)``: for a bridge that collects ``proxy_on_delete`` of streams and
   delivers them in bulk (on_delete of each context runs then; a plugin overriding on_delete is
-  better served by delivering proxy_on_delete as it comes).
+  better served by delivering proxy_on_delete as it comes: ``streams_observe_delete()`` says
+  whether it does, asked once by the generated entry module).
 
 They are bound to the interpreter's one runtime (:data:`._runtime.current` when this module is
 imported, in which the plugin registered). The native mock host does not come here: it calls the
@@ -35,9 +36,16 @@ import sys
 from . import _boundary, _json_guard, _runtime
 from ._abi import CALLBACKS
 
-__all__ = [*CALLBACKS, "create_stream_context", "forget_contexts", "finish_import"]
+__all__ = [*CALLBACKS, "create_stream_context", "forget_contexts", "finish_import",
+           "streams_observe_delete"]
 
 globals().update(_runtime.current.entry_points())
+
+
+def streams_observe_delete() -> bool:
+    """Whether the plugin's stream contexts have an on_delete of their own (or may have: a custom
+    factory): then a bridge that batches deletes must deliver each at once."""
+    return _runtime.current.streams_observe_delete()
 
 
 def finish_import(real_paths: dict[str, str], source_folders: tuple[str, ...]) -> None:

@@ -103,6 +103,16 @@ def _overrides(cls: type, owner: type, method: str) -> bool:
     return issubclass(cls, owner) and getattr(cls, method) is not getattr(owner, method)
 
 
+def _stream_classes(root: type[RootContext]) -> list[type[Context]]:
+    """The classes of the stream contexts ``root`` makes (stand-ins for a custom factory's)."""
+    classes: list[type[Context]] = [c for c in (root.http_context, root.stream_context) if c is not None]
+    if root.new_http_context is not RootContext.new_http_context and root.http_context is None:
+        classes.append(_AnyHttp)  # a custom factory of undeclared classes
+    if root.new_stream_context is not RootContext.new_stream_context and root.stream_context is None:
+        classes.append(_AnyStream)
+    return classes
+
+
 class Runtime:
     """Everything the SDK keeps for one VM (see the module docstring)."""
 
@@ -142,19 +152,19 @@ class Runtime:
         """The ABI callbacks the registered classes need, in ABI order (see ``export`` in the ABI)."""
         classes: list[type[Context]] = []
         for reg in self.registry.values():
-            root = reg.root
-            classes.append(root)
-            classes += [c for c in (root.http_context, root.stream_context) if c is not None]
-            if root.new_http_context is not RootContext.new_http_context and root.http_context is None:
-                classes.append(_AnyHttp)  # a custom factory of undeclared classes
-            if root.new_stream_context is not RootContext.new_stream_context and root.stream_context is None:
-                classes.append(_AnyStream)
+            classes += [reg.root, *_stream_classes(reg.root)]
         used = []
         for name, spec in CALLBACK_SPECS.items():
             if spec.export == "always" or (spec.export == "overridden" and any(
                     _overrides(cls, _OWNERS[spec.context], spec.method) for cls in classes)):
                 used.append(name)
         return used
+
+    def streams_observe_delete(self) -> bool:
+        """Whether a stream context of the registered classes overrides on_delete (a custom
+        factory's classes are unknown: assumed to)."""
+        return any(_overrides(cls, Context, "on_delete")
+                   for reg in self.registry.values() for cls in _stream_classes(reg.root))
 
     # -- contexts ------------------------------------------------------------------------------
 

@@ -93,3 +93,25 @@ def test_print_and_logging_reach_the_proxy_log(pywasm_build, upstream):
         assert E.http_request(port, "/logging")[0] == 200
         envoy.wait_for_log(r"\[info\]\[wasm\].*probe: hello from print\(\)")
         envoy.wait_for_log(r"\[warning\]\[wasm\].*probe: probe: hello from logging")
+
+
+def test_two_plugin_configurations_share_one_vm_and_each_stream_finds_its_root(pywasm_build, upstream):
+    """Two wasm filters with the same code and vm_id: Envoy runs both plugins in one VM, two root
+    contexts. The bridge does not enter Python when a stream is created; with more than one root
+    it must tell Python which root the stream belongs to before its first callback."""
+    wasm = pywasm_build(EXAMPLES / "http_headers")
+    config = E.http_bootstrap(wasm_path=wasm, plugin_config="x-first=1", listener_port=E.free_port(),
+                              upstream=upstream.address, admin_port=E.free_port())
+    listener = config["static_resources"]["listeners"][0]
+    filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    second = json.loads(json.dumps(filters[0]))
+    second["typed_config"]["config"]["configuration"] = E.any_value("x-second=2")
+    filters.insert(1, second)
+    port = listener["address"]["socket_address"]["port_value"]
+    with E.Envoy(config) as envoy:
+        envoy.wait_for_log(r"adding 1 response header\(s\): x-first")
+        envoy.wait_for_log(r"adding 1 response header\(s\): x-second")
+        for n in range(60):  # past the bridge's batch of deleted streams (32), twice
+            status, headers, _ = E.http_request(port, f"/{n}")
+            assert (status, headers.get("x-first"), headers.get("x-second")) == (200, "1", "2"), headers
+        assert " raised " not in envoy.log_text() and "never created" not in envoy.log_text()

@@ -294,6 +294,16 @@ def test_properties(hosts):
                      "header": "from client"}
 
 
+def test_an_on_delete_of_a_stream_runs_when_the_stream_ends(hosts):
+    host = hosts(PROBE)
+    for n in range(1, 4):
+        stream = host.http_stream()
+        stream.send_request_headers(request("/echo"), end_of_stream=True)
+        stream.send_response_headers([(":status", "200")], end_of_stream=True)
+        stream.complete()
+        assert host.metrics["probe.deleted"].value == n
+
+
 def test_filter_state(hosts):
     host = hosts(PROBE)
     stream = host.http_stream()

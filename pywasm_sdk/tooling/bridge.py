@@ -70,6 +70,28 @@ def _host_import(call: abi_mod.Hostcall) -> str:
             f'{"".join(f" (param {t})" for t in params)} (result {results[0]})))')
 
 
+#: the callbacks of a context's life: the bridge keeps stream contexts in its own table and
+#: enters Python only when the answer is 1 (build/bridge.wat, "stream contexts")
+_LIFECYCLE = {"proxy_on_context_create": "(call $context_created (local.get $p0) (local.get $p1))",
+              "proxy_on_delete": "(call $context_deleted (local.get $p0))"}
+
+
+def _before_python(cb: abi_mod.Callback, results: list[str]) -> str:
+    """What the export does before it enters Python: a lifecycle callback may not enter at all;
+    a stream's callback first makes sure Python has the stream's context; a root's first hands
+    Python the streams deleted since (their pending calls must be forgotten before a root
+    callback delivers an answer to one)."""
+    if cb.name in _LIFECYCLE:
+        if results:
+            raise ValueError(f"{cb.name}: a lifecycle callback that answers cannot skip Python")
+        return f"    (if (i32.eqz {_LIFECYCLE[cb.name]}) (then (return)))"
+    if cb.context == "root":
+        return "    (call $flush)"
+    if cb.params[0].name != "context_id":
+        raise ValueError(f"{cb.name}: a {cb.context} callback's first parameter must be context_id")
+    return "    (call $reach (local.get $p0))"
+
+
 def _callback_export(cb: abi_mod.Callback) -> str:
     params, results = cb.core_signature()
     names = [f"$p{i}" for i in range(len(params))]
@@ -80,6 +102,7 @@ def _callback_export(cb: abi_mod.Callback) -> str:
            + (f" (result {results[0]})" if results else "")]
     out.append("    (local $args i32) (local $r i32) (local $ok i32)")
     out.append("    (call $ensure_ready)")
+    out.append(_before_python(cb, results))
     out.append(f"    (local.set $args (i32.sub (global.get $sp) (i32.const {frame})))")
     out.append("    (global.set $sp (local.get $args))")
     out.append("    (local.set $ok (i32.const 1))")

@@ -198,7 +198,8 @@ class _Linker:
         memory = snapshot.Memory(self.mod.datas)
         try:
             anchor = snapshot.Anchor.find(memory, bytes.fromhex(_bridge.MAGIC_HEX),
-                                          _bridge.ANCHOR_FORMAT, len(self.abi.callbacks))
+                                          _bridge.ANCHOR_FORMAT, len(self.abi.callbacks),
+                                          len(_bridge.CONTEXT_ENTRIES))
         except snapshot.AnchorError as exc:
             raise LinkError(str(exc)) from None
         raw = bridge.raw_names(self.abi)
@@ -217,7 +218,11 @@ class _Linker:
         self.report.removed_modules = self.plan.modules
         self.report.compiler_removed = bool(self.plan.compiler)
         defs, messages = self._method_records(memory, anchor, raw)
+        if not all(anchor.context_entries):
+            raise LinkError(f"the anchor has no {' or '.join(_bridge.CONTEXT_ENTRIES)}")
         self.constants = {"bind": anchor.bind, "raw_defs": defs, "raw_count": len(raw), **messages,
+                          **dict(zip(_bridge.CONTEXT_ENTRIES, anchor.context_entries)),
+                          "eager_delete": int(bool(anchor.flags & _bridge.EAGER_DELETE)),
                           **{f"{bridge.ENTRY_IMPORT_PREFIX}{n}": entries[n] for n in callbacks}}
 
         module_exports: list[tuple[str, int, Ref | int]] = []

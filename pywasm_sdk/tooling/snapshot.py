@@ -62,24 +62,29 @@ class Anchor:
     address: int
     entries: list[int]  # PyObject* per ABI callback, 0 for callbacks not exported
     bind: int
+    context_entries: list[int]  # PyObject* of _bridge.CONTEXT_ENTRIES, in that order
+    flags: int  # _bridge.EAGER_DELETE
     raw_count: int
     modules: list[str]  # builtin modules the plugin uses
     area: int  # address of the reserved area
     area_size: int
 
     @classmethod
-    def find(cls, memory: Memory, magic: bytes, fmt: int, callbacks: int) -> Anchor:
+    def find(cls, memory: Memory, magic: bytes, fmt: int, callbacks: int, context_entries: int) -> Anchor:
         candidates = []
+        fixed = callbacks + 1 + context_entries + 4  # bind, context entries, flags, raw_count, sizes
         for at in memory.find(magic):
             p = at + len(magic)
             if p + 8 > len(memory.bytes) or memory.u32(p) != fmt or memory.u32(p + 4) != callbacks:
                 continue
-            words = struct.unpack_from(f"<{callbacks + 4}I", memory.bytes, p + 8)
-            entries, (bind, raw_count, area_size, names_size) = list(words[:callbacks]), words[callbacks:]
-            names_at = p + 8 + 4 * (callbacks + 4)
+            words = list(struct.unpack_from(f"<{fixed}I", memory.bytes, p + 8))
+            entries, bind = words[:callbacks], words[callbacks]
+            contexts = words[callbacks + 1:callbacks + 1 + context_entries]
+            flags, raw_count, area_size, names_size = words[callbacks + 1 + context_entries:]
+            names_at = p + 8 + 4 * fixed
             names = bytes(memory.bytes[names_at:names_at + names_size]).rstrip(b"\0").decode()
-            candidates.append(cls(at, entries, bind, raw_count, [n for n in names.split(",") if n],
-                                  names_at + names_size, area_size))
+            candidates.append(cls(at, entries, bind, contexts, flags, raw_count,
+                                  [n for n in names.split(",") if n], names_at + names_size, area_size))
         if len(candidates) != 1:
             raise AnchorError(f"expected one pywasm anchor (format {fmt}) in the snapshot, found "
                               f"{len(candidates)}: was the plugin built through the generated entry module?")

@@ -53,6 +53,7 @@ REQUESTS = Counter("probe.requests")
 INFLIGHT = Gauge("probe.inflight")
 SIZES = Histogram("probe.sizes")
 TICKS = Counter("ticks")
+DELETED = Counter("probe.deleted")
 logger = logging.getLogger("probe")
 
 
@@ -192,6 +193,10 @@ class ProbeHttp(HttpContext):
     def on_log(self):
         log.info("probe: log %s %s", self.path if hasattr(self, "path") else "-",
                  self.response_headers.get(":status"))
+
+    def on_delete(self):
+        # a stream context with an on_delete of its own: the bridge delivers each delete at once
+        DELETED.increment()
 
 
 class ProbeTcp(StreamContext):
