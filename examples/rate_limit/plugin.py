@@ -111,15 +111,6 @@ def parse_config(raw: bytes) -> Limit:
                  stat_prefix=stat_prefix)
 
 
-def key_text(value: bytes) -> str:
-    """Shared-data key text for raw key bytes, one distinct text per distinct value.
-
-    Header values need not be UTF-8, and shared-data keys are text: decoding as Latin-1 maps
-    each byte to its own character, so two different values never share a bucket.
-    """
-    return value.decode("latin-1")
-
-
 def ip_of(address: str) -> str:
     """The IP of an "ip:port" or "[ipv6]:port" peer address."""
     if address.startswith("["):
@@ -169,18 +160,18 @@ class RateLimited(HttpContext):
                                  details="rate_limited")
         return Action.PAUSE
 
-    def key(self) -> str | None:
+    def key(self) -> bytes | None:
         """The bucket's key (a shared-data key), or None when the request is not limited."""
         limit = self.root.limit
         if limit.key == "header":
             value = self.request_headers.get_bytes(limit.header)
             if value is None:
-                return None if limit.on_missing_key == "allow" else self.root.prefix + "missing"
-            return self.root.prefix + "h:" + key_text(value)
+                return None if limit.on_missing_key == "allow" else self.root.prefix + b"missing"
+            return self.root.prefix + b"h:" + value  # the raw bytes: distinct values, distinct keys
         if limit.key == "source_ip":
-            return self.root.prefix + "ip:" + ip_of(properties.source_address() or "")
+            return self.root.prefix + b"ip:" + ip_of(properties.source_address() or "").encode()
         path = self.request_headers.get_bytes(":path") or b""
-        return self.root.prefix + "path:" + key_text(path.split(b"?", 1)[0])
+        return self.root.prefix + b"path:" + path.split(b"?", 1)[0]
 
 
 class RateLimit(RootContext):
@@ -190,8 +181,8 @@ class RateLimit(RootContext):
         self.limit = parse_config(plugin_config)
         self.bucket = Bucket(self.limit)
         # Plugins configured with the same vm_id share the store: keep each plugin's buckets apart.
-        self.prefix = f"rate_limit:{properties.plugin_name() or ''}:"
-        self.overflow_key = self.prefix + "overflow"
+        self.prefix = f"rate_limit:{properties.plugin_name() or ''}:".encode()
+        self.overflow_key = self.prefix + b"overflow"
         prefix = self.limit.stat_prefix
         self.allowed = Counter(prefix + ".allowed")
         self.rejected = Counter(prefix + ".rejected")
@@ -200,7 +191,7 @@ class RateLimit(RootContext):
         log.info("rate_limit: %s", self.limit.describe())
         return True
 
-    def take(self, key: str) -> int:
+    def take(self, key: bytes) -> int:
         """Take a token from ``key``'s bucket: 0 when there was one, else the seconds until
         there is. Compare-and-swap, retried when another worker wrote in between."""
         bucket = self.bucket
@@ -225,7 +216,7 @@ class RateLimit(RootContext):
                     "request through", key, _CAS_ATTEMPTS)
         return 0
 
-    def overflow(self) -> str:
+    def overflow(self) -> bytes:
         if not self.warned_full:
             self.warned_full = True
             log.warning("rate_limit: %d keys have their own bucket (max_keys); new keys share one",
