@@ -72,8 +72,18 @@ class ModuleCache:
 
     _shared: ModuleCache | None = None
 
-    def __init__(self, directory: Path | str | None = None, engine: wasmtime.Engine | None = None) -> None:
+    def __init__(self, directory: Path | str | None = None, engine: wasmtime.Engine | None = None,
+                 *, fuel: int | None = None) -> None:
+        # fuel: meter the wasm instructions of every instance (wasmtime's fuel, on in the engine
+        # made here) and give each instance this much; bench/costs.py reads what a callback used
+        # with WasmGuest.fuel_left. Keep such modules in a directory of their own: they do not
+        # load into an engine without fuel, nor the others into this one.
+        if fuel is not None and engine is None:
+            config = wasmtime.Config()
+            config.consume_fuel = True
+            engine = wasmtime.Engine(config)
         self.engine = engine or wasmtime.Engine()
+        self.fuel = fuel
         self.directory = Path(directory) if directory is not None else None
         self._memory: OrderedDict[str, wasmtime.Module] = OrderedDict()
         self._version = _wasmtime_version()

@@ -166,6 +166,8 @@ class WasmGuest:
         self._host = host
         store = wasmtime.Store(self._cache.engine)
         store.set_limits(memory_size=_MAX_MEMORY)
+        if self._cache.fuel is not None:
+            store.set_fuel(self._cache.fuel)
         self._store = store
         wasi = Wasi(host, lambda: self._mem)
         imports: list[wasmtime.Func] = []
@@ -194,6 +196,14 @@ class WasmGuest:
         if self._memory is None:
             raise PluginLoadError(f"{self.name}: the module is not running")
         return self._memory
+
+    @property
+    def fuel_left(self) -> int | None:
+        """The instance's fuel left when its cache meters fuel (``ModuleCache(fuel=...)``): the
+        difference over a callback is how many wasm instructions it ran. None otherwise."""
+        if self._cache.fuel is None or self._store is None:
+            return None
+        return self._store.get_fuel()
 
     @property
     def _mem(self) -> GuestMemory:

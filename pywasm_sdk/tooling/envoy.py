@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -204,6 +204,22 @@ def http_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b
     if baseline_port is not None:
         listeners.append(_listener("baseline", baseline_port, [_hcm("baseline", [])]))
     return _bootstrap(admin_port, listeners, {"upstream": upstream, **(extra_clusters or {})}, grpc_clusters)
+
+
+def http_variants_bootstrap(*, variants: Mapping[str, PathLike | None], ports: Mapping[str, int],
+                            upstream: Address, admin_port: int,
+                            plugin_config: bytes | str = b"") -> dict[str, Any]:
+    """Bootstrap: one HTTP listener per variant (name -> module, None for no wasm), all in front
+    of cluster "upstream"; each module in a VM of its own (vm_id and plugin name = the variant's
+    name). Benchmarks compare many modules in one Envoy with it (bench/costs.py)."""
+    listeners = []
+    for name, wasm in variants.items():
+        filters = _wasm_filters("http", wasm, plugin_config=plugin_config, vm_config=b"", root_id="",
+                                env=None, host_env=None, failure_policy=None, plugin_name=name,
+                                vm_id=name)
+        prefix = re.sub(r"[^A-Za-z0-9_]", "_", name)
+        listeners.append(_listener(name, ports[name], [_hcm(prefix, filters)]))
+    return _bootstrap(admin_port, listeners, {"upstream": upstream})
 
 
 def tcp_bootstrap(*, wasm_path: PathLike | None, plugin_config: bytes | str = b"",

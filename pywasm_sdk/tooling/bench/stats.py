@@ -13,7 +13,8 @@ import statistics
 from collections.abc import Sequence
 from typing import TypeVar
 
-__all__ = ["block_order", "latency_summary", "pair_spread", "percentile", "ratio", "round_order"]
+__all__ = ["block_order", "latency_summary", "mean_error", "pair_spread", "percentile", "ratio",
+           "round_order"]
 
 T = TypeVar("T")
 
@@ -85,6 +86,16 @@ def pair_spread(differences: Sequence[float]) -> dict[str, float]:
         q25 = q75 = math.nan
     return {"median": statistics.median(differences), "q25": q25, "q75": q75,
             "pairs": len(differences)}
+
+
+def mean_error(values: Sequence[float]) -> dict[str, float]:
+    """Mean of per-round figures and its standard error (sample stdev / sqrt(n)), with how many
+    there were: mean +- 2 standard errors is roughly a 95 % interval when the rounds are
+    independent. The error is NaN with fewer than two values."""
+    if not values:
+        return {"mean": math.nan, "se": math.nan, "count": 0}
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) >= 2 else math.nan
+    return {"mean": statistics.fmean(values), "se": se, "count": len(values)}
 
 
 def ratio(a: float, b: float) -> float:
