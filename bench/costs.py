@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from pywasm_sdk.tooling import envoy as E  # noqa: E402
-from pywasm_sdk.tooling.bench import costs, load, starts  # noqa: E402
+from pywasm_sdk.tooling.bench import costs, load, procfs, profile, starts  # noqa: E402
 from pywasm_sdk.tooling.bench.modules import wasm_from_wat  # noqa: E402
 from pywasm_sdk.tooling.bench.plugin import to_json_text  # noqa: E402
 from pywasm_sdk.tooling.bench.upstream import Upstream  # noqa: E402
@@ -86,6 +86,7 @@ def measure_envoy(modules: dict[str, Path | None], args: argparse.Namespace) -> 
         say(f"starting one Envoy with {len(names)} listeners "
             f"({sum(1 for n in names if n.startswith('py:'))} Python VMs to compile)")
         envoy = starts.quiet_envoy(config, args.concurrency, say).start()
+        profiles: dict[str, Any] = {}
         try:
             assert envoy.pid is not None
             say(f"  ready in {envoy.ready_seconds:.1f} s")
@@ -99,6 +100,8 @@ def measure_envoy(modules: dict[str, Path | None], args: argparse.Namespace) -> 
                 for c in clients:
                     c.close()
             statuses = {name: c.outcome() for name, c in zip(names, clients)}
+            if args.profile:
+                profiles = profile_envoy(envoy.pid, ports, args)
         finally:
             envoy.stop()
             say("Envoy stopped")
@@ -110,7 +113,47 @@ def measure_envoy(modules: dict[str, Path | None], args: argparse.Namespace) -> 
     figures["costs"] = costs.decompose({n: v["cpu_us"] for n, v in variants.items()})
     figures["costs_rounds"] = costs.decompose_rounds({n: v["block_cpu_us"] for n, v in variants.items()})
     figures["costs_p50"] = costs.decompose({n: v["p50_us"] for n, v in variants.items()})
+    if args.profile:
+        figures["profile"] = profiles
     return figures
+
+
+def profile_envoy(pid: int, ports: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
+    """perf record of Envoy while one listener takes ``--profile-requests`` requests, for the
+    profiled stage's Python plugin, its WAT twin and no wasm: Envoy's CPU per request split by
+    where the samples fell (:mod:`pywasm_sdk.tooling.bench.profile`)."""
+    out: dict[str, Any] = {}
+    for name in (costs.NONE, f"wat:{args.profile}", f"py:{args.profile}"):
+        client = load.HttpClient(ports[name])
+        try:
+            for _ in range(200):
+                client.once()
+            say(f"profile: perf record of Envoy during {args.profile_requests} requests to {name}")
+            data = Path(args.tmp) / f"envoy-{name.replace(':', '-')}.perf"
+            with profile.PerfRecord(pid, data):
+                c0 = procfs.cpu_ns(pid)
+                for _ in range(args.profile_requests):
+                    client.once()
+                c1 = procfs.cpu_ns(pid)
+        finally:
+            client.close()
+        rows = profile.report(data)
+        cpu_us = (c1 - c0) / 1e3 / args.profile_requests
+        shares = profile.split_by_class(rows)
+        out[name] = {"cpu_us": cpu_us, "samples": sum(r["samples"] for r in rows),
+                     "shares": shares, "us": {k: v * cpu_us for k, v in shares.items()},
+                     "top": rows[:15]}
+    return out
+
+
+def profile_wasmtime(args: argparse.Namespace) -> dict[str, Any]:
+    """The profiled stage's Python plugin, built with names (``--debug``, cached), in wasmtime
+    under perf: the module's functions by share."""
+    stage = next(s for s in costs.STAGES if s.key == args.profile)
+    source = Path(args.tmp) / f"costs_{stage.key}.py"  # written by make_modules
+    wasm, _ = cached_build(source, lambda m: say(f"  build (--debug): {m}"), debug=True)
+    return costs.wasmtime_profile(wasm, streams=args.profile_streams, folder=Path(args.tmp),
+                                  progress=say)
 
 
 def measure_wasmtime(modules: dict[str, Path | None], args: argparse.Namespace) -> dict[str, Any]:
@@ -138,12 +181,24 @@ def main() -> int:
                              "(default 4000)")
     parser.add_argument("--wasmtime-only", action="store_true",
                         help="only the wasmtime cross-check: no Envoy (a quick look, not the figures)")
+    parser.add_argument("--profile", choices=[s.key for s in costs.STAGES],
+                        help="also profile this stage with perf: Envoy's CPU by binary (its Python "
+                             "plugin, WAT twin and no wasm), and the plugin's functions in wasmtime")
+    parser.add_argument("--profile-requests", type=int, default=5000,
+                        help="requests per Envoy profile (default 5000)")
+    parser.add_argument("--profile-streams", type=int, default=20000,
+                        help="streams of the wasmtime profile (default 20000: the module runs a "
+                             "small part of that process's time)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args()
     if args.requests < 1 or args.block < 1 or args.warmup < 0 or args.concurrency < 1 \
-            or args.wasmtime_streams < 0 or (args.wasmtime_only and not args.wasmtime_streams):
+            or args.wasmtime_streams < 0 or (args.wasmtime_only and not args.wasmtime_streams) \
+            or args.profile_requests < 1 or args.profile_streams < 1:
         parser.error("--requests, --block and --concurrency must be positive, --warmup and "
-                     "--wasmtime-streams not negative (positive with --wasmtime-only)")
+                     "--wasmtime-streams not negative (positive with --wasmtime-only), "
+                     "--profile-requests and --profile-streams positive")
+    if args.profile and (why := profile.available()):
+        parser.error(f"--profile: {why}")
     result: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}",
@@ -154,12 +209,15 @@ def main() -> int:
                           for c in costs.COSTS},
     }
     with tempfile.TemporaryDirectory(prefix="pywasm-costs-") as tmp:
+        args.tmp = tmp
         modules = make_modules(Path(tmp))
         result["modules"] = {name: (str(p) if p else None) for name, p in modules.items()}
         if not args.wasmtime_only:
             result["envoy"] = measure_envoy(modules, args)
         if args.wasmtime_streams:
             result["wasmtime"] = measure_wasmtime(modules, args)
+        if args.profile:
+            result["wasmtime_profile"] = profile_wasmtime(args)
     result["loadavg_after"] = list(os.getloadavg())
     result["seconds_total"] = time.monotonic() - T0
     if args.json:

@@ -90,3 +90,35 @@ def test_python_plugin_and_wat_twin_do_the_same(stage, tmp_path):
             stream.complete()
             added = [name for name, _ in stream.response_headers if name.startswith("x-cost-")]
             assert added == expected, host.kind
+
+
+# -- the profile's reading of perf ---------------------------------------------------------------
+
+PERF_REPORT = (
+    "# Samples: 120  of event 'cpu-clock'\n"
+    "#\n"
+    " 50.00%\t60        \tenvoy                \t[.] 0x0000000001a2b3c4\n"
+    " 25.00%\t30        \t[unknown]            \t[.] 0x00007f0012345678\n"
+    " 10.00%\t12        \t[kernel.kallsyms]    \t[k] do_syscall_64\n"
+    "  8.33%\t10        \tlibc.so.6            \t[.] __memmove_avx_unaligned\n"
+    "  5.00%\t6         \t[JIT] tid 4242       \t[.] _PyEval_EvalFrameDefault\n"
+    "  1.67%\t2         \tlibfoo.so            \t[.] foo\n"
+    "\n"
+    "# a footer perf may print\n"
+)
+
+
+def test_perf_report_rows_are_read_and_classified():
+    from pywasm_sdk.tooling.bench import profile
+
+    rows = profile.parse_report(PERF_REPORT)
+    assert [r["samples"] for r in rows] == [60, 30, 12, 10, 6, 2]
+    assert rows[2]["symbol"] == "do_syscall_64" and rows[4]["dso"] == "[JIT] tid 4242"
+    shares = profile.split_by_class(rows)
+    assert list(shares) == list(profile.CLASSES)
+    assert shares["envoy (with V8's runtime)"] == pytest.approx(60 / 120)
+    assert shares["wasm code"] == pytest.approx(36 / 120)  # [unknown] and [JIT]
+    assert shares["kernel"] == pytest.approx(12 / 120)
+    assert shares["C/C++ libraries"] == pytest.approx(10 / 120)
+    assert shares["other"] == pytest.approx(2 / 120)
+    assert profile.split_by_class([]) == dict.fromkeys(profile.CLASSES, 0.0)

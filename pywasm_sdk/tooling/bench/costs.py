@@ -256,6 +256,51 @@ def wasmtime_rounds(modules: Mapping[str, Path], *, streams: int, block: int,
             "fuel": {name: sum(v) / len(v) for name, v in fuel.items()}, "rounds_fuel": fuel}
 
 
+def wasmtime_profile(wasm: Path, *, streams: int, folder: Path,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """A perf profile of ``streams`` streams through ``wasm`` (a ``--debug`` build, whose function
+    names are kept) in wasmtime with its perf map on: the module's functions by their share of
+    the module's samples, and the module's share of this process's samples (the rest is the mock
+    host's Python and wasmtime's runtime)."""
+    import os
+
+    import wasmtime
+
+    from ...testing import MockHost, WasmGuest
+    from ...testing.cache import ModuleCache
+    from . import profile
+
+    say = progress or (lambda _m: None)
+    config = wasmtime.Config()
+    config.profiler = "perfmap"  # /tmp/perf-PID.map: what perf names JIT code with
+    perf_map = Path(f"/tmp/perf-{os.getpid()}.map")
+    had_map = perf_map.exists()
+    say(f"wasmtime profile: compiling {wasm.name} with the perf map on")
+    host = MockHost.from_guest(WasmGuest(wasm, cache=ModuleCache(None, wasmtime.Engine(config))))
+    try:
+        for _ in range(100):
+            _one_stream(host)
+        say(f"wasmtime profile: perf record of {streams} streams")
+        with profile.PerfRecord(os.getpid(), folder / "wasmtime.perf"):
+            for _ in range(streams):
+                _one_stream(host)
+        rows = profile.report(folder / "wasmtime.perf")
+    finally:
+        host.close()
+        if not had_map:
+            perf_map.unlink(missing_ok=True)
+    total = sum(r["samples"] for r in rows)
+    module = [r for r in rows if r["dso"].startswith("[JIT]")]
+    in_module = sum(r["samples"] for r in module)
+    return {"streams": streams, "samples": total, "module_share": in_module / total if total else 0.0,
+            "functions": [{"function": r["symbol"], "share": r["samples"] / in_module, "samples": r["samples"]}
+                          for r in module[:_PROFILE_ROWS]] if in_module else []}
+
+
+#: functions listed of a module's profile
+_PROFILE_ROWS = 25
+
+
 #: fuel each instance starts with: far more than any run uses (about 10^5 per stream)
 _FUEL = 1 << 62
 
@@ -269,7 +314,8 @@ def _one_stream(host: Any) -> list[tuple[str, str]]:
     stream.send_request_headers(_REQUEST, end_of_stream=True)
     stream.send_response_headers(_RESPONSE, end_of_stream=True)
     stream.complete()
-    return stream.response_headers
+    headers: list[tuple[str, str]] = stream.response_headers
+    return headers
 
 
 # ------------------------------------------------------------------------------ the report
@@ -314,7 +360,38 @@ def to_text(result: Mapping[str, Any]) -> str:
         add("wasm instructions per stream (wasmtime fuel: exact, the module's own work only):")
         _costs_table(add, wt["costs_fuel"], wt["costs_fuel_rounds"], "instructions",
                      digits=0, legend=False)
+    _profile_text(add, result)
     return "\n".join(lines)
+
+
+def _profile_text(add: Callable[[str], None], result: Mapping[str, Any]) -> None:
+    from .profile import CLASSES
+
+    envoy_profile = (result.get("envoy") or {}).get("profile")
+    if envoy_profile:
+        add("")
+        add("profile (perf) of Envoy, CPU per request by where it ran, us: V8's compiled wasm has "
+            "no symbols and the envoy binary is stripped, so by binary only")
+        add(f"  {'listener':16}{'CPU/req':>9}" + "".join(f"{c:>{max(11, len(c) + 2)}}" for c in CLASSES))
+        rows = list(envoy_profile.items())
+        for name, prof in rows:
+            add(f"  {name:16}{prof['cpu_us']:>9.1f}"
+                + "".join(f"{prof['us'][c]:>{max(11, len(c) + 2)}.1f}" for c in CLASSES))
+        none = envoy_profile.get(NONE)
+        for name, prof in rows:
+            if none is not None and name != NONE:
+                add(f"  {name + ' - none':16}{prof['cpu_us'] - none['cpu_us']:>+9.1f}"
+                    + "".join(f"{prof['us'][c] - none['us'][c]:>+{max(11, len(c) + 2)}.1f}"
+                              for c in CLASSES))
+    wt = result.get("wasmtime_profile")
+    if wt:
+        add("")
+        add(f"profile (perf) of the module in WASMTIME, not V8 (a --debug build, wasmtime's perf "
+            f"map), {wt['streams']} streams: the module's functions by share of its samples "
+            f"(the module ran {100 * wt['module_share']:.0f} % of the process's samples; the "
+            "rest is the mock host and wasmtime)")
+        for row in wt["functions"]:
+            add(f"  {100 * row['share']:5.1f} %  {row['function']}")
 
 
 def _what(name: str) -> str:
