@@ -122,3 +122,42 @@ def test_perf_report_rows_are_read_and_classified():
     assert shares["C/C++ libraries"] == pytest.approx(10 / 120)
     assert shares["other"] == pytest.approx(2 / 120)
     assert profile.split_by_class([]) == dict.fromkeys(profile.CLASSES, 0.0)
+
+
+# -- measure_rounds' bookkeeping (no Envoy: this process stands in for it) -----------------------
+
+class _FixedClient:
+    outcome_name = "calls"
+
+    def __init__(self, latency_ns: int, log: list[int], me: int) -> None:
+        self.latency_ns, self.log, self.me, self.calls = latency_ns, log, me, 0
+
+    def once(self) -> int:
+        self.log.append(self.me)
+        self.calls += 1
+        return self.latency_ns
+
+    def outcome(self) -> int:
+        return self.calls
+
+    def close(self) -> None:
+        pass
+
+
+def test_measure_rounds_gives_every_client_one_block_per_round():
+    import os
+
+    from pywasm_sdk.tooling.bench.load import measure_rounds
+
+    log: list[int] = []
+    clients = [_FixedClient(1000 * (i + 1), log, i) for i in range(3)]
+    got = measure_rounds(os.getpid(), clients, count=25, block=10, warmup=0)
+    assert got["count"] == 30  # rounded up to whole blocks
+    assert [c.calls for c in clients] == [30, 30, 30]
+    # rounds go forward, then backward: 0 1 2 | 2 1 0 | 0 1 2, one block each
+    assert log[::10] == [0, 1, 2, 2, 1, 0, 0, 1, 2]
+    for i, figures in enumerate(got["clients"]):
+        assert figures["block_p50_us"] == [i + 1.0] * 3
+        assert len(figures["block_cpu_us"]) == 3 and figures["p50_us"] == i + 1.0
+    with pytest.raises(ValueError):
+        measure_rounds(os.getpid(), clients[:1], count=10, block=10, warmup=0)

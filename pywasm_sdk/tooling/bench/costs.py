@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -211,45 +212,47 @@ def wasmtime_rounds(modules: Mapping[str, Path], *, streams: int, block: int,
     Two figures per stream: ``cpu_us``, this process's CPU (the mock host's own Python runs
     around every callback and hostcall, the same for a module and its WAT twin, so only the
     difference of the two means something), and ``fuel``: wasmtime's fuel, about one unit per
-    wasm instruction the module ran; exact, and free of the host's share. The engine meters
-    fuel throughout, which slows wasm a little: these are not wasmtime's best times."""
+    wasm instruction the module ran; independent of the machine's load, and free of the
+    host's share. The engine meters fuel throughout, which slows wasm a little: these are not
+    wasmtime's best times."""
     from ...testing import MockHost, WasmGuest  # the mock host only for this cross-check
     from ...testing.cache import ModuleCache, default_directory
 
     say = progress or (lambda _m: None)
     cache = ModuleCache(default_directory() / "fuel-metered", fuel=_FUEL)
     guests, hosts = {}, {}
-    for name, path in modules.items():
-        say(f"wasmtime: loading {name}")
-        guests[name] = WasmGuest(path, cache=cache, name=name)
-        hosts[name] = MockHost.from_guest(guests[name])
-    for name, host in hosts.items():  # the job is done, as in Envoy
-        added = sorted(n for n, _ in _one_stream(host) if n.startswith(("x-cost-", "x-served-by")))
-        if added != sorted(expected_headers(name)):
-            raise RuntimeError(f"wasmtime: {name} added response headers {added}, "
-                               f"expected {expected_headers(name)}")
-        for _ in range(40):  # warm-up: past the first batch of deletes
-            _one_stream(host)
-    names = list(hosts)
-    rounds = math.ceil(streams / block)
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    fuel: dict[str, list[float]] = {name: [] for name in names}
-    say(f"wasmtime: {rounds} rounds of {block} streams per variant")
-    gc.collect()
-    gc.disable()
     try:
-        for name in round_order(names, rounds):
-            host, guest = hosts[name], guests[name]
-            f0, t0 = guest.fuel_left, time.process_time_ns()
-            for _ in range(block):
+        for name, path in modules.items():
+            say(f"wasmtime: loading {name}")
+            guests[name] = WasmGuest(path, cache=cache, name=name)
+            hosts[name] = MockHost.from_guest(guests[name])
+        for name, host in hosts.items():  # the job is done, as in Envoy
+            added = sorted(n for n, _ in _one_stream(host) if n.startswith(("x-cost-", "x-served-by")))
+            if added != sorted(expected_headers(name)):
+                raise RuntimeError(f"wasmtime: {name} added response headers {added}, "
+                                   f"expected {expected_headers(name)}")
+            for _ in range(40):  # warm-up: past the first batch of deletes
                 _one_stream(host)
-            t1, f1 = time.process_time_ns(), guest.fuel_left
-            cpu[name].append((t1 - t0) / 1e3 / block)
-            fuel[name].append((f0 - f1) / block)  # type: ignore[operator]
+        rounds = math.ceil(streams / block)
+        cpu: dict[str, list[float]] = {name: [] for name in hosts}
+        fuel: dict[str, list[float]] = {name: [] for name in hosts}
+        say(f"wasmtime: {rounds} rounds of {block} streams per variant")
+        gc.collect()
+        gc.disable()
+        try:
+            for name in round_order(list(hosts), rounds):
+                host, guest = hosts[name], guests[name]
+                f0, t0 = guest.fuel_left, time.process_time_ns()
+                for _ in range(block):
+                    _one_stream(host)
+                t1, f1 = time.process_time_ns(), guest.fuel_left
+                cpu[name].append((t1 - t0) / 1e3 / block)
+                fuel[name].append((f0 - f1) / block)  # type: ignore[operator]
+        finally:
+            gc.enable()
     finally:
-        gc.enable()
-    for host in hosts.values():
-        host.close()
+        for host in hosts.values():
+            host.close()
     cpu[NONE] = fuel[NONE] = [0.0] * rounds
     return {"streams": rounds * block, "block": block,
             "cpu_us": {name: sum(v) / len(v) for name, v in cpu.items()}, "rounds_cpu_us": cpu,
@@ -357,7 +360,8 @@ def to_text(result: Mapping[str, Any]) -> str:
         add("CPU per stream, us (the mock host's own Python is in both columns: compare 'Python "
             "own' only; fuel metering on):")
         _costs_table(add, wt["costs"], wt["costs_rounds"], "wasmtime", legend=False)
-        add("wasm instructions per stream (wasmtime fuel: exact, the module's own work only):")
+        add("wasm instructions per stream (wasmtime fuel: the module's own work only, whatever the "
+            "machine's load):")
         _costs_table(add, wt["costs_fuel"], wt["costs_fuel_rounds"], "instructions",
                      digits=0, legend=False)
     _profile_text(add, result)
