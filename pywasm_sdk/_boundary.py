@@ -11,9 +11,8 @@ interval, or on the plugin's next tick. No threads or timers.
 from __future__ import annotations
 
 import sys
-import traceback
 
-from . import _runtime, hostcalls, log
+from . import _runtime, _traceback, hostcalls, log
 from ._abi import LogLevel
 from .errors import ConfigurationError
 
@@ -140,7 +139,8 @@ def report(context_id: int, where: str) -> None:
             repeats = _runtime.current.repeats  # the table of the VM (of its runtime)
             if exc is not None and where not in _ALWAYS_LOGGED and not repeats.note(_key(where, exc)):
                 return
-            text = f"{where} raised (context {context_id}):\n" + traceback.format_exc().rstrip()
+            details = _traceback.format_exception(exc) if exc is not None else "(no exception)"
+            text = f"{where} raised (context {context_id}):\n" + details.rstrip()
             for virtual, real in path_map.items():
                 text = text.replace(f'File "{virtual}', f'File "{real}')
             if where not in _ALWAYS_LOGGED:

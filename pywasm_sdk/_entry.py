@@ -48,6 +48,17 @@ def streams_observe_delete() -> bool:
     return _runtime.current.streams_observe_delete()
 
 
+def _source_lines(path: str) -> list[str]:
+    """A source file's lines, as linecache keeps them. Read here rather than by linecache, which
+    would import tokenize (for the coding cookie) and with it re into every plugin's snapshot;
+    plugin sources are UTF-8 (PEP 3120), and a line of another encoding only shows garbled."""
+    try:
+        with open(path, "rb") as file:
+            return file.read().decode("utf-8", "replace").splitlines(keepends=True)
+    except OSError:
+        return []
+
+
 def finish_import(real_paths: dict[str, str], source_folders: tuple[str, ...]) -> None:
     """Map build-time folders to real ones in tracebacks, and keep the source lines of the
     plugin's own modules (those under ``source_folders``: not the SDK's or the standard
@@ -57,7 +68,7 @@ def finish_import(real_paths: dict[str, str], source_folders: tuple[str, ...]) -
     for module in list(sys.modules.values()):
         name = getattr(module, "__file__", None) or ""
         if name.endswith(".py") and name.startswith(source_folders):
-            lines = linecache.getlines(name)
+            lines = _source_lines(name)
             if lines:
                 # mtime None: linecache.checkcache() keeps the entry although the file is gone
                 linecache.cache[name] = (sum(map(len, lines)), None, lines, name)

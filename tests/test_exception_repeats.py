@@ -132,7 +132,7 @@ def test_report_never_raises_even_when_the_traceback_cannot_be_formatted(monkeyp
     def no_memory(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(_boundary.traceback, "format_exc", no_memory)
+    monkeypatch.setattr(_boundary._traceback, "format_exception", no_memory)
     raise_and_report()
     assert proxy.lines == ["on_request_headers raised (context 7); its traceback could not be formatted"]
 
