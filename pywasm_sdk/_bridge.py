@@ -104,10 +104,20 @@ def bind(functions: tuple[object, ...]) -> None:
     hostcalls.install(_Raw(functions))
 
 
+def drop_zip_imports() -> None:
+    """Forget importing from zip files: the proxy has no files, and zipimport is what keeps the
+    zlib module (about 90 kB of code and its tables) in every plugin that does not use zlib."""
+    zipimport = sys.modules.pop("zipimport", None)
+    if zipimport is not None:
+        sys.path_hooks[:] = [hook for hook in sys.path_hooks if hook is not zipimport.zipimporter]
+    sys.path_importer_cache.clear()
+
+
 def builtin_modules_in_use() -> list[str]:
     """The builtin C modules this interpreter has imported, or whose name any loaded code
     mentions (``import zlib`` inside a function runs only later): the linker keeps these and
     removes the code of every other builtin module."""
+    gc.collect()  # what was just dropped (zipimport: drop_zip_imports) must not count
     builtin = set(sys.builtin_module_names)
     used = {name for name in sys.modules if name in builtin}
     seen: set[int] = set()

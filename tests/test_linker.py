@@ -227,3 +227,7 @@ def test_real_plugin_build_has_the_expected_shape(pywasm_build):
     assert {"CPython core and libc", "pywasm bridge"} <= set(origins)
     # every function counted once (the section also holds each body's size prefix)
     assert 0.98 * sections["code"] < sum(origins.values()) < sections["code"]
+    # the plugin imports json and re: their C modules stay; zlib was kept only by zipimport,
+    # which the proxy has no use for (no files), and the SDK's imports bring no unicode tables
+    assert {"builtin module _json", "builtin module _sre"} <= set(origins)
+    assert "builtin module zlib" not in origins

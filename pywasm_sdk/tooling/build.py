@@ -155,6 +155,7 @@ import {source.module}  # the plugin (hostcalls raise NoHostError while it is im
 _entry.finish_import({relative!r}, ({plugin_folder!r},))
 log.route_standard_output()
 _bridge.install_stand_ins(late=True)
+_bridge.drop_zip_imports()
 # the entry surface's functions, bound to the one runtime the plugin registered in
 _ENTRIES = {{name: getattr(_entry, name) for name in {callbacks!r} + list(_bridge.CONTEXT_ENTRIES)}}
 # the linker finds the Python side through the anchor, and keeps the builtin modules it names
