@@ -30,7 +30,6 @@ from deep nesting (:mod:`._json_guard`).
 
 from __future__ import annotations
 
-import linecache
 import sys
 
 from . import _boundary, _json_guard, _runtime
@@ -63,6 +62,8 @@ def finish_import(real_paths: dict[str, str], source_folders: tuple[str, ...]) -
     """Map build-time folders to real ones in tracebacks, and keep the source lines of the
     plugin's own modules (those under ``source_folders``: not the SDK's or the standard
     library's, which would only grow every plugin's memory)."""
+    import linecache  # build time only (natively it would bring tokenize and re along)
+
     _boundary.path_map.update(real_paths)
     _json_guard.install()
     for module in list(sys.modules.values()):

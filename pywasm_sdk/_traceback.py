@@ -11,8 +11,6 @@ RecursionError's thousand frames). It leaves out the column carets.
 
 from __future__ import annotations
 
-import linecache
-
 #: a run of the same frame (file, line, function) longer than this is shown once, then counted
 _REPEATS_SHOWN = 3
 #: how deep chained and grouped exceptions are followed
@@ -54,6 +52,10 @@ def _one(exc: BaseException, seen: set[int], depth: int) -> list[str]:
 
 
 def _frames(exc: BaseException) -> list[str]:
+    # imported here: natively (Python 3.11) linecache imports tokenize and re, which a plugin
+    # need not load; in the proxy it is in the snapshot already (_entry.finish_import)
+    import linecache
+
     out: list[str] = []
     last: tuple[str, int, str] | None = None
     run = 0

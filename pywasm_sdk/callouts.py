@@ -286,9 +286,13 @@ class Calls:
         self._grpc: dict[int, _GrpcCallState] = {}
         self._streams: dict[int, tuple[int, GrpcStreamHandler]] = {}
 
+    def idle(self) -> bool:
+        """Whether no call or stream is waiting for an answer."""
+        return not (self._http or self._grpc or self._streams)
+
     def forget_context(self, context_id: int) -> None:
         """The context is gone: drop what waits for it (closing suspended coroutines)."""
-        if not (self._http or self._grpc or self._streams):
+        if self.idle():
             return
         for table in (self._http, self._grpc):
             for token in [t for t, w in table.items() if _owner(w) == context_id]:

@@ -703,6 +703,35 @@ def test_stream_contexts_can_be_made_lazily_and_forgotten_in_bulk(tmp_path):
         assert not host.logs.find("raised")
 
 
+def test_forgetting_in_bulk_drops_a_stream_and_closes_what_waits_for_it(tmp_path):
+    """The bridge's batch of deleted streams: a stream without on_delete and nothing pending is
+    only dropped; one awaiting a call has the call forgotten and its coroutine closed."""
+    (tmp_path / "waits.py").write_text(
+        "from pywasm_sdk import HttpContext, RootContext, register\n"
+        "class Waits(HttpContext):\n"
+        "    async def on_request_headers(self, num_headers, end_of_stream):\n"
+        "        if self.request_headers.get(':path') == '/wait':\n"
+        "            try:\n"
+        "                await self.http_call('auth', path='/check')\n"
+        "            finally:\n"
+        "                self.root.closed.append(self.context_id)\n"
+        "class Root(RootContext):\n"
+        "    http_context = Waits\n"
+        "    closed = []\n"
+        "register(Root)\n")
+    with MockHost.from_plugin(tmp_path / "waits.py", clusters=["auth"]) as host:
+        waiting, done = host.http_stream(), host.http_stream()
+        waiting.send_request_headers(request("/wait"))
+        done.send_request_headers(request("/"))
+        runtime, ids = host._guest.runtime, [waiting.context_id, done.context_id]
+        assert len(host.http_calls) == 1 and all(i in runtime.contexts for i in ids)
+        with host._guest._sandbox:
+            runtime.entry_points()["forget_contexts"](ids)
+        assert all(i not in runtime.contexts for i in ids) and runtime.calls.idle()
+        assert runtime.roots[host.root_context_id].closed == [waiting.context_id]
+        assert not host.logs.find("raised")
+
+
 def test_async_where_nothing_could_finish_the_await_is_refused(tmp_path):
     """Natively as by `pywasm build`: at load for the declared classes, and at run time (logged,
     the default answer) for a class a custom factory makes."""
