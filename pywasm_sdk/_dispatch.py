@@ -117,7 +117,8 @@ def _bool_answer(result: object, where: str) -> bool:
 
 def _action_callback(rt: Runtime, spec: CallbackSpec) -> Callable[..., int]:
     """A stream callback answering an Action (HTTP headers/body/trailers, TCP data)."""
-    contexts, context, where, resume = rt.contexts, rt.context, spec.method, _awaits(spec)
+    # a stream without a context yet (the bridge does not enter Python to create one) is made here
+    contexts, context, where, resume = rt.contexts, rt.stream, spec.method, _awaits(spec)
     arity = len(spec.params)
     if arity == 1:
         def callback(context_id: int) -> int:

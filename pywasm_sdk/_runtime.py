@@ -222,6 +222,12 @@ class Runtime:
         make = root.new_http_context if http else root.new_stream_context if tcp else None
         if make is None:
             return lambda _context_id: NO_CONTEXT
+        declared: type[HttpContext] | type[StreamContext] | None = cls.http_context if http else cls.stream_context
+        default = (cls.new_http_context is RootContext.new_http_context if http
+                   else cls.new_stream_context is RootContext.new_stream_context)
+        if declared is not None and default:
+            # the default factory, without its frames: made once per stream, every stream
+            return lambda context_id: declared(context_id, root)
 
         def create(context_id: int) -> Context:
             made = make(context_id)
