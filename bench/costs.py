@@ -38,7 +38,7 @@ if str(REPO) not in sys.path:
 from pywasm_sdk.tooling import envoy as E  # noqa: E402
 from pywasm_sdk.tooling.bench import costs, load, procfs, profile, starts  # noqa: E402
 from pywasm_sdk.tooling.bench.modules import wasm_from_wat  # noqa: E402
-from pywasm_sdk.tooling.bench.plugin import to_json_text  # noqa: E402
+from pywasm_sdk.tooling.bench.plugin import finish_run  # noqa: E402
 from pywasm_sdk.tooling.bench.upstream import Upstream  # noqa: E402
 from pywasm_sdk.tooling.build_cache import cached_build  # noqa: E402
 
@@ -218,14 +218,7 @@ def main() -> int:
             result["wasmtime"] = measure_wasmtime(modules, args)
         if args.profile:
             result["wasmtime_profile"] = profile_wasmtime(args)
-    result["loadavg_after"] = list(os.getloadavg())
-    result["seconds_total"] = time.monotonic() - T0
-    if args.json:
-        args.json.write_text(to_json_text(result) + "\n")
-        say(f"wrote {args.json}")
-    say(f"done in {result['seconds_total']:.0f} s")
-    print(costs.to_text(result), flush=True)
-    return 0
+    return finish_run(result, T0, args.json, say, costs.to_text)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
 from pywasm_sdk.tooling import envoy as E  # noqa: E402
 from pywasm_sdk.tooling.bench import procfs, starts  # noqa: E402
 from pywasm_sdk.tooling.bench.modules import SIZE_PARTS, section_sizes, size_text, wasm_from_wat  # noqa: E402
-from pywasm_sdk.tooling.bench.plugin import to_json_text  # noqa: E402
+from pywasm_sdk.tooling.bench.plugin import finish_run  # noqa: E402
 from pywasm_sdk.tooling.run import cached_build  # noqa: E402
 from pywasm_sdk.tooling.wasm_file import load  # noqa: E402
 
@@ -207,14 +207,7 @@ def main() -> int:
     bare = results["variants"][NO_WASM]
     for entry in results["variants"].values():
         entry["derived"] = derive(entry, bare)
-    results["loadavg_after"] = list(os.getloadavg())
-    results["seconds_total"] = time.monotonic() - T0
-    if args.json:
-        args.json.write_text(to_json_text(results) + "\n")
-        say(f"wrote {args.json}")
-    say(f"done in {results['seconds_total']:.0f} s")
-    print(report(results), flush=True)
-    return 0
+    return finish_run(results, T0, args.json, say, report)
 
 
 if __name__ == "__main__":

@@ -197,6 +197,21 @@ def to_json_text(result: dict[str, Any]) -> str:
     return json.dumps(clean(result), indent=2)
 
 
+def finish_run(result: dict[str, Any], started: float, json_path: Path | None,
+               say: Callable[[str], None], render: Callable[[dict[str, Any]], str]) -> int:
+    """The end every benchmark script shares: the run's load average and duration recorded,
+    every figure written to ``json_path`` when given, the table (``render(result)``) printed.
+    Returns 0."""
+    result["loadavg_after"] = list(os.getloadavg())
+    result["seconds_total"] = time.monotonic() - started
+    if json_path:
+        json_path.write_text(to_json_text(result) + "\n")
+        say(f"wrote {json_path}")
+    say(f"done in {result['seconds_total']:.0f} s")
+    print(render(result), flush=True)
+    return 0
+
+
 def _mb(kb: float) -> float:
     return kb / 1e3
 
