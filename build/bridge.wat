@@ -131,9 +131,14 @@
   ;; batches (at once when the plugin's streams override on_delete); a stream that never reached
   ;; Python is just dropped. Roots go to Python as they come.
   ;;
-  ;; The table: open addressing with linear probing, 8-byte entries (id, root | MADE), context
-  ;; ids are never 0 (Envoy counts from 1) so 0 marks a free entry; deletion shifts the entries
-  ;; after it back (no tombstones). Roots are entries whose root is 0.
+  ;; A stream that started a call or a stream of its own (an answer will come back for it) is
+  ;; marked EAGER: its delete goes to Python as it comes, so the SDK cancels what waits for it
+  ;; then, not a batch later. The bridge knows which context a hostcall acts on: the callback's,
+  ;; until Python calls proxy_set_effective_context.
+  ;;
+  ;; The table: open addressing with linear probing, 8-byte entries (id, root | MADE | EAGER),
+  ;; context ids are never 0 (Envoy counts from 1) so 0 marks a free entry; deletion shifts the
+  ;; entries after it back (no tombstones). Roots are entries whose root is 0.
   (global $contexts (mut i32) (i32.const 0))  ;; the entries
   (global $capacity (mut i32) (i32.const 0))  ;; a power of two
   (global $used (mut i32) (i32.const 0))
@@ -141,6 +146,9 @@
   (global $last_root (mut i32) (i32.const 0))
   (global $gone (mut i32) (i32.const 0))      ;; list of deleted streams Python has not forgotten
   (global $MADE i32 (i32.const 0x80000000))
+  (global $EAGER i32 (i32.const 0x40000000))
+  (global $ROOT_BITS i32 (i32.const 0x3FFFFFFF))
+  (global $effective (mut i32) (i32.const 0))  ;; the context hostcalls act on now
   (global $BATCH i32 (i32.const 32))
 
   (func $home (param $id i32) (result i32)  ;; the index an id hashes to
@@ -188,7 +196,7 @@
     (i32.store (local.get $at) (local.get $id))
     (i32.store offset=4 (local.get $at) (local.get $root)))
 
-  ;; Forget id's entry; answers what it held (root | MADE), or -1 when there was none.
+  ;; Forget id's entry; answers what it held (root | MADE | EAGER), or -1 when there was none.
   (func $forget (param $id i32) (result i32)
     (local $at i32) (local $held i32) (local $i i32) (local $j i32) (local $home i32) (local $mask i32)
     (if (i32.eqz (global.get $capacity)) (then (return (i32.const -1))))
@@ -246,10 +254,11 @@
     (local $held i32) (local $n i32)
     (local.set $held (call $forget (local.get $id)))
     (if (i32.eq (local.get $held) (i32.const -1)) (then (return (i32.const 1))))
-    (if (i32.eqz (i32.and (local.get $held) (i32.const 0x7FFFFFFF)))
+    (if (i32.eqz (i32.and (local.get $held) (global.get $ROOT_BITS)))
       (then (global.set $roots (i32.sub (global.get $roots) (i32.const 1))) (return (i32.const 1))))
     (if (i32.eqz (i32.and (local.get $held) (global.get $MADE))) (then (return (i32.const 0))))
-    (if (global.get $eager_delete) (then (return (i32.const 1))))
+    (if (i32.or (global.get $eager_delete) (i32.and (local.get $held) (global.get $EAGER)))
+      (then (return (i32.const 1))))
     (if (i32.eqz (global.get $gone)) (then (global.set $gone (call $PyList_New (i32.const 0)))))
     (local.set $n (call $PyLong_FromUnsignedLong (local.get $id)))
     (if (i32.or (i32.eqz (global.get $gone)) (i32.eqz (local.get $n)))
@@ -258,6 +267,17 @@
     (call $Py_DecRef (local.get $n))
     (if (i32.ge_u (call $PyList_Size (global.get $gone)) (global.get $BATCH)) (then (call $flush)))
     (i32.const 0))
+
+  ;; A call or gRPC stream was started for the effective context: if it is a stream, deliver
+  ;; its delete as it comes.
+  (func $call_started
+    (local $at i32) (local $held i32)
+    (if (i32.eqz (global.get $capacity)) (then (return)))
+    (local.set $at (call $entry (global.get $effective)))
+    (if (i32.ne (i32.load (local.get $at)) (global.get $effective)) (then (return)))
+    (local.set $held (i32.load offset=4 (local.get $at)))
+    (if (i32.and (local.get $held) (global.get $ROOT_BITS))
+      (then (i32.store offset=4 (local.get $at) (i32.or (local.get $held) (global.get $EAGER))))))
 
   ;; Hand the batch of deleted streams to Python (forget_contexts) and start a new one.
   (func $flush

@@ -40,6 +40,7 @@ class Hostcall:
     params: tuple[Param, ...]
     returns: tuple[Param, ...]
     doc: str
+    effect: str = ""  # one of HOSTCALL_EFFECTS, or "" (see abi/proxy_wasm.yaml)
 
     def core_signature(self) -> tuple[list[str], list[str]]:
         """proxy-wasm's signature: inputs, then one i32 pointer per output word, -> i32."""
@@ -48,6 +49,9 @@ class Hostcall:
             params += ["i32", "i32"] if out.type == "bytes" else ["i32"]
         return params, ["i32"]
 
+
+#: what the bridge tracks of a hostcall (``effect`` in abi/proxy_wasm.yaml)
+HOSTCALL_EFFECTS = ("effective_context", "starts_call")
 
 #: the kinds of context a callback runs on, and what the values of ``awaits`` and ``export`` may be
 CONTEXT_KINDS = ("root", "http", "tcp", "any")
@@ -102,9 +106,16 @@ def load(path: Path | None = None) -> Abi:
     raw = yaml.safe_load((path or resources.abi_dir() / "proxy_wasm.yaml").read_text())
 
     def calls(section: str) -> dict[str, Hostcall]:
-        return {name: Hostcall(name, _params(spec.get("params")), _params(spec.get("returns")),
-                               spec.get("doc", ""))
+        made = {name: Hostcall(name, _params(spec.get("params")), _params(spec.get("returns")),
+                               spec.get("doc", ""), spec.get("effect", ""))
                 for name, spec in raw.get(section, {}).items()}
+        for call in made.values():
+            if call.effect and call.effect not in HOSTCALL_EFFECTS:
+                raise ValueError(f"abi/proxy_wasm.yaml: {call.name}: effect {call.effect!r} is not one of "
+                                 f"{', '.join(HOSTCALL_EFFECTS)}")
+            if call.effect == "effective_context" and [p.type for p in call.params] != ["u32"]:
+                raise ValueError(f"abi/proxy_wasm.yaml: {call.name}: effective_context takes one u32 context_id")
+        return made
 
     hostcalls, sdk_imports = calls("hostcalls"), calls("sdk_imports")
     callbacks = {

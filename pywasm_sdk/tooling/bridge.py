@@ -81,15 +81,16 @@ def _before_python(cb: abi_mod.Callback, results: list[str]) -> str:
     a stream's callback first makes sure Python has the stream's context; a root's first hands
     Python the streams deleted since (their pending calls must be forgotten before a root
     callback delivers an answer to one)."""
+    if cb.params[0].name not in ("context_id", "root_context_id"):
+        raise ValueError(f"{cb.name}: a callback's first parameter must be its context's id")
+    effective = "    (global.set $effective (local.get $p0))\n"  # hostcalls act on it until set
     if cb.name in _LIFECYCLE:
         if results:
             raise ValueError(f"{cb.name}: a lifecycle callback that answers cannot skip Python")
-        return f"    (if (i32.eqz {_LIFECYCLE[cb.name]}) (then (return)))"
+        return effective + f"    (if (i32.eqz {_LIFECYCLE[cb.name]}) (then (return)))"
     if cb.context == "root":
-        return "    (call $flush)"
-    if cb.params[0].name != "context_id":
-        raise ValueError(f"{cb.name}: a {cb.context} callback's first parameter must be context_id")
-    return "    (call $reach (local.get $p0))"
+        return effective + "    (call $flush)"
+    return effective + "    (call $reach (local.get $p0))"
 
 
 def _callback_export(cb: abi_mod.Callback) -> str:
@@ -133,6 +134,11 @@ def _all(conditions: list[str]) -> str:
     if len(conditions) == 1:
         return conditions[0]
     return f"(i32.and {conditions[0]} {_all(conditions[1:])})"
+
+
+#: what the bridge records when a hostcall with an ``effect`` succeeded (build/bridge.wat)
+_EFFECTS = {"effective_context": "(global.set $effective (local.get $a0))",
+            "starts_call": "(call $call_started)"}
 
 
 def _frame_layout(call: abi_mod.Hostcall) -> tuple[dict[str, int], dict[str, int], int]:
@@ -203,6 +209,8 @@ def _raw_function(call: abi_mod.Hostcall, callee: str) -> str:
         if r.type == "bytes":
             call_args.append(f"(i32.add (local.get $f) (i32.const {at + 4}))")
     out.append(f"      (local.set $status (call {callee} {' '.join(call_args)}))")
+    if call.effect:
+        out.append(f"      (if (i32.eqz (local.get $status)) (then {_EFFECTS[call.effect]}))")
     if not call.returns:
         out.append("      (local.set $res (call $PyLong_FromLong (local.get $status)))")
     else:
