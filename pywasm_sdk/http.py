@@ -216,10 +216,10 @@ class View:
     made on first use and then kept in the instance (no allocation per access after that).
     The contexts declare the attributes' types for type checkers (HeaderMap, Buffer)."""
 
-    __slots__ = ("make", "name")
+    __slots__ = ("cls", "kind", "name")
 
-    def __init__(self, make: Callable[[int], HeaderMap | Buffer]) -> None:
-        self.make = make
+    def __init__(self, cls: type[HeaderMap] | type[Buffer], kind: MapType | BufferType) -> None:
+        self.cls, self.kind = cls, kind  # the view is cls(kind, context_id): no frame of our own
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -228,16 +228,16 @@ class View:
     def __get__(self, ctx: object, owner: type | None = None) -> object:
         if ctx is None:
             return self
-        view = self.make(ctx.context_id)  # type: ignore[attr-defined]
+        view = self.cls(self.kind, ctx.context_id)  # type: ignore[attr-defined, arg-type]
         ctx.__dict__[self.name] = view
         return view
 
 
-REQUEST_HEADERS = View(lambda cid: HeaderMap(MapType.HTTP_REQUEST_HEADERS, cid))
-REQUEST_TRAILERS = View(lambda cid: HeaderMap(MapType.HTTP_REQUEST_TRAILERS, cid))
-RESPONSE_HEADERS = View(lambda cid: HeaderMap(MapType.HTTP_RESPONSE_HEADERS, cid))
-RESPONSE_TRAILERS = View(lambda cid: HeaderMap(MapType.HTTP_RESPONSE_TRAILERS, cid))
-REQUEST_BODY = View(lambda cid: Buffer(BufferType.HTTP_REQUEST_BODY, cid))
-RESPONSE_BODY = View(lambda cid: Buffer(BufferType.HTTP_RESPONSE_BODY, cid))
-DOWNSTREAM_DATA = View(lambda cid: Buffer(BufferType.DOWNSTREAM_DATA, cid))
-UPSTREAM_DATA = View(lambda cid: Buffer(BufferType.UPSTREAM_DATA, cid))
+REQUEST_HEADERS = View(HeaderMap, MapType.HTTP_REQUEST_HEADERS)
+REQUEST_TRAILERS = View(HeaderMap, MapType.HTTP_REQUEST_TRAILERS)
+RESPONSE_HEADERS = View(HeaderMap, MapType.HTTP_RESPONSE_HEADERS)
+RESPONSE_TRAILERS = View(HeaderMap, MapType.HTTP_RESPONSE_TRAILERS)
+REQUEST_BODY = View(Buffer, BufferType.HTTP_REQUEST_BODY)
+RESPONSE_BODY = View(Buffer, BufferType.HTTP_RESPONSE_BODY)
+DOWNSTREAM_DATA = View(Buffer, BufferType.DOWNSTREAM_DATA)
+UPSTREAM_DATA = View(Buffer, BufferType.UPSTREAM_DATA)
