@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .._protobuf import varint
 from .wasm_binary import WasmFormatError, _Reader
 
 __all__ = ["Data", "Elem", "Export", "Global", "Import", "Module", "WasmFormatError",
@@ -21,15 +22,10 @@ _END = 0x0B
 
 
 def encode_uleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    """Unsigned LEB128: for a value >= 0 the same bytes as a protobuf varint."""
+    if value < 0:
+        raise ValueError(f"unsigned LEB128 of a negative value ({value})")
+    return varint(value)
 
 
 def encode_sleb(value: int) -> bytes:

@@ -70,6 +70,17 @@ class _HttpConn:
         self.busy = False
 
 
+def _receive(sock: socket.socket) -> bytes | None:
+    """What a ready socket has: None when it has nothing after all, b"" when the peer closed
+    (or reset) it."""
+    try:
+        return sock.recv(1 << 16)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
 def _response_end(buf: bytes) -> tuple[int, bytes] | None:
     """(length of the first complete response in ``buf``, its head); None while incomplete."""
     head_end = buf.find(b"\r\n\r\n")
@@ -149,12 +160,9 @@ class HttpFlood:
                     raise TimeoutError(f"no answer for 30 s with {in_flight} requests in flight")
                 for key, _ in events:
                     conn: _HttpConn = key.data
-                    try:
-                        data = conn.sock.recv(1 << 16)
-                    except BlockingIOError:
+                    data = _receive(conn.sock)
+                    if data is None:
                         continue
-                    except OSError:
-                        data = b""
                     if not data:  # the proxy closed the connection: count it, open another
                         sel.unregister(conn.sock)
                         conn.sock.close()
@@ -272,12 +280,9 @@ class TcpFlood:
                         conn.sent = True
                         sel.modify(conn.sock, selectors.EVENT_READ, conn)
                         continue
-                    try:
-                        data = conn.sock.recv(1 << 16)
-                    except BlockingIOError:
+                    data = _receive(conn.sock)
+                    if data is None:
                         continue
-                    except OSError:
-                        data = b""
                     conn.got += data
                     if not data or len(conn.got) >= len(self.expect):
                         finish(conn)
