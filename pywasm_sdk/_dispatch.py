@@ -118,14 +118,14 @@ def _bool_answer(result: object, where: str) -> bool:
 def _action_callback(rt: Runtime, spec: CallbackSpec) -> Callable[..., int]:
     """A stream callback answering an Action (HTTP headers/body/trailers, TCP data)."""
     # a stream without a context yet (the bridge does not enter Python to create one) is made here
-    contexts, context, where, resume = rt.contexts, rt.stream, spec.method, _awaits(spec)
+    contexts, where, resume = rt.contexts, spec.method, _awaits(spec)
     arity = len(spec.params)
     if arity == 1:
         def callback(context_id: int) -> int:
             rt.effective = context_id
             try:
                 ctx = contexts.get(context_id)
-                r = getattr(ctx if ctx is not None else context(context_id), where)()
+                r = getattr(ctx if ctx is not None else rt.lazy(context_id), where)()
                 if r is None:
                     return _CONTINUE
                 return r if r.__class__ is _ACTION else _other_action(rt, r, context_id, resume, where)
@@ -137,7 +137,7 @@ def _action_callback(rt: Runtime, spec: CallbackSpec) -> Callable[..., int]:
             rt.effective = context_id
             try:
                 ctx = contexts.get(context_id)
-                r = getattr(ctx if ctx is not None else context(context_id), where)(size)
+                r = getattr(ctx if ctx is not None else rt.lazy(context_id), where)(size)
                 if r is None:
                     return _CONTINUE
                 return r if r.__class__ is _ACTION else _other_action(rt, r, context_id, resume, where)
@@ -150,7 +150,7 @@ def _action_callback(rt: Runtime, spec: CallbackSpec) -> Callable[..., int]:
             rt.effective = context_id
             try:
                 ctx = contexts.get(context_id)
-                r = getattr(ctx if ctx is not None else context(context_id), where)(size, end_of_stream != 0)
+                r = getattr(ctx if ctx is not None else rt.lazy(context_id), where)(size, end_of_stream != 0)
                 if r is None:
                     return _CONTINUE
                 return r if r.__class__ is _ACTION else _other_action(rt, r, context_id, resume, where)

@@ -123,8 +123,12 @@ class Runtime:
         self.contexts: dict[int, Context] = {}
         #: root context id -> root context (the roots among ``contexts``)
         self.roots: dict[int, RootContext] = {}
-        #: root context id -> how that root makes the context of a new stream (decided once)
+        #: root context id -> how that root makes (and records) the context of a new stream
+        #: (decided once per root)
         self.factories: dict[int, Callable[[int], Context]] = {}
+        #: what a stream's first callback calls when it finds no context: its only root's
+        #: maker, or :meth:`stream` (which refuses to guess) while there is not exactly one root
+        self.lazy: Callable[[int], Context] = self.stream
         #: the calls waiting for answers
         self.calls = callouts.Calls(self)
         #: which exceptions were logged in full, and their repeats not yet reported
@@ -178,6 +182,7 @@ class Runtime:
             root = reg.root(context_id) if reg is not None else _UnknownRoot(
                 context_id, root_id, sorted(self.registry))
         self.contexts[context_id] = self.roots[context_id] = root
+        self._roots_changed()
         return root
 
     def root(self, context_id: int) -> RootContext:
@@ -193,12 +198,7 @@ class Runtime:
         made = self.contexts.get(context_id)
         if made is not None:
             return made
-        factory = self.factories.get(root_context_id)
-        if factory is None:
-            factory = self.factories[root_context_id] = self._stream_factory(self.root(root_context_id))
-        self.contexts[context_id] = NO_CONTEXT
-        ctx = self.contexts[context_id] = factory(context_id)
-        return ctx
+        return self._maker(root_context_id)(context_id)
 
     def stream(self, context_id: int) -> Context:
         """The context of a stream whose first callback finds none (lazy creation): made from
@@ -211,23 +211,49 @@ class Runtime:
     def context(self, context_id: int) -> Context:
         """A live context (root or stream), a stream's made now if it has none yet."""
         ctx = self.contexts.get(context_id)
-        return ctx if ctx is not None else self.stream(context_id)
+        return ctx if ctx is not None else self.lazy(context_id)
 
-    def _stream_factory(self, root: RootContext) -> Callable[[int], Context]:
-        cls = type(root)
+    def _roots_changed(self) -> None:
+        self.lazy = self._maker(next(iter(self.roots))) if len(self.roots) == 1 else self.stream
+
+    def _maker(self, root_context_id: int) -> Callable[[int], Context]:
+        maker = self.factories.get(root_context_id)
+        if maker is None:
+            maker = self.factories[root_context_id] = self._stream_maker(self.root(root_context_id))
+        return maker
+
+    def _stream_maker(self, root: RootContext) -> Callable[[int], Context]:
+        """How ``root`` makes the context of a new stream and records it. Every stream's first
+        callback runs this (lazy creation), so the common case (a declared ``http_context`` or
+        ``stream_context`` and the default factory) costs one frame: the class's own __init__.
+        While a factory runs the stream has NO_CONTEXT, which it keeps if the factory raises."""
+        contexts, cls = self.contexts, type(root)
         http = cls.http_context is not None or cls.new_http_context is not RootContext.new_http_context
         tcp = cls.stream_context is not None or cls.new_stream_context is not RootContext.new_stream_context
+        declared: type[HttpContext] | type[StreamContext] | None = cls.http_context if http else cls.stream_context
+        default = (cls.new_http_context is RootContext.new_http_context if http
+                   else cls.new_stream_context is RootContext.new_stream_context)
+        if not (http and tcp) and declared is not None and default:
+            def make_declared(context_id: int) -> Context:
+                contexts[context_id] = NO_CONTEXT
+                ctx = contexts[context_id] = declared(context_id, root)
+                return ctx
+            return make_declared
+
+        factory = self._stream_factory(root, http, tcp)
+
+        def make(context_id: int) -> Context:
+            contexts[context_id] = NO_CONTEXT
+            ctx = contexts[context_id] = factory(context_id)
+            return ctx
+        return make
+
+    def _stream_factory(self, root: RootContext, http: bool, tcp: bool) -> Callable[[int], Context]:
         if http and tcp:
             return lambda context_id: _Undecided(context_id, root, self)
         make = root.new_http_context if http else root.new_stream_context if tcp else None
         if make is None:
             return lambda _context_id: NO_CONTEXT
-        declared: type[HttpContext] | type[StreamContext] | None = cls.http_context if http else cls.stream_context
-        default = (cls.new_http_context is RootContext.new_http_context if http
-                   else cls.new_stream_context is RootContext.new_stream_context)
-        if declared is not None and default:
-            # the default factory, without its frames: made once per stream, every stream
-            return lambda context_id: declared(context_id, root)
 
         def create(context_id: int) -> Context:
             made = make(context_id)
@@ -240,6 +266,7 @@ class Runtime:
         ctx = self.contexts.pop(context_id, None)
         if self.roots.pop(context_id, None) is not None:
             self.factories.pop(context_id, None)
+            self._roots_changed()
         self.calls.forget_context(context_id)
         if ctx is not None and ctx is not NO_CONTEXT:
             on_delete: Callable[[], object] = ctx.on_delete  # an async def would return a coroutine

@@ -214,7 +214,7 @@ class HttpContext(Context):
         response_body = RESPONSE_BODY
 
     def __init__(self, context_id: int, root: RootContext) -> None:
-        super().__init__(context_id)
+        self.context_id = context_id  # not super().__init__: one frame less on every stream
         self.root = root
 
     def on_request_headers(self, num_headers: int, end_of_stream: bool) -> MaybeAwaitable[Action | None]:
@@ -285,7 +285,7 @@ class StreamContext(Context):
         upstream_data = UPSTREAM_DATA
 
     def __init__(self, context_id: int, root: RootContext) -> None:
-        super().__init__(context_id)
+        self.context_id = context_id  # not super().__init__: one frame less on every stream
         self.root = root
 
     def on_new_connection(self) -> MaybeAwaitable[Action | None]:

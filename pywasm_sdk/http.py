@@ -1,10 +1,10 @@
 """Views of what an HTTP stream or TCP connection carries: header maps and buffers.
 
 A view holds nothing but which map or buffer it shows and whose: every read and write is a
-hostcall on its context. ``ctx.request_headers`` is a view bound to ``ctx``, made the first time
-it is used on that context; when ``ctx`` is not the context the host acts on at that moment
-(another stream's, from a root callback or another stream's callback), the view makes it the
-effective context first, so ``other.request_headers.add(...)`` acts on ``other``. Views are only
+hostcall on its context. ``ctx.request_headers`` is a view bound to ``ctx`` (a new one at each
+access); when ``ctx`` is not the context the host acts on at that moment (another stream's,
+from a root callback or another stream's callback), the view makes it the effective context
+first, so ``other.request_headers.add(...)`` acts on ``other``. Views are only
 valid inside callbacks.
 """
 
@@ -36,8 +36,11 @@ def pairs_to_bytes(pairs: HeaderPairs | None) -> list[tuple[bytes, bytes]]:
 
 
 def _focus(context_id: int) -> None:
-    """Make the host act on ``context_id`` if it does not already (0: whatever it acts on)."""
-    if context_id and context_id != _runtime.current.effective:
+    """Make the host act on ``context_id`` (0: whatever it acts on now). The views' methods
+    call it only when ``context_id`` is not already the effective context: the test is written
+    out in each of them, because in the proxy a Python call costs about as many wasm
+    instructions as a whole hostcall (bench/README.md, costs.py)."""
+    if context_id:
         _runtime.current.set_effective(context_id)
 
 
@@ -73,7 +76,8 @@ class HeaderMap(Mapping[str, str]):
     # -- the mapping of first values ------------------------------------------------------
     def get(self, name: HeaderValue, default: str | None = None) -> str | None:  # type: ignore[override]
         """The first value of a header, or ``default`` when it is absent."""
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         value = hostcalls.get_map_value(self.map_type, to_bytes(name))
         return default if value is None else to_str(value)
 
@@ -113,7 +117,8 @@ class HeaderMap(Mapping[str, str]):
     # -- every value ---------------------------------------------------------------------
     def get_bytes(self, name: HeaderValue) -> bytes | None:
         """The first value of a header as bytes, or None."""
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         return hostcalls.get_map_value(self.map_type, to_bytes(name))
 
     def get_all(self, name: HeaderValue) -> list[str]:
@@ -127,30 +132,35 @@ class HeaderMap(Mapping[str, str]):
 
     def pairs_bytes(self) -> list[tuple[bytes, bytes]]:
         """All pairs as bytes."""
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         return hostcalls.get_map_pairs(self.map_type)
 
     # -- edits ---------------------------------------------------------------------------
     def add(self, name: HeaderValue, value: HeaderValue) -> None:
         """Add a value, keeping existing values of the same header."""
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         hostcalls.add_map_value(self.map_type, to_bytes(name), to_bytes(value))
 
     def replace(self, name: HeaderValue, value: HeaderValue) -> None:
         """Set a header to one value, replacing any existing values."""
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         hostcalls.replace_map_value(self.map_type, to_bytes(name), to_bytes(value))
 
     def remove(self, name: HeaderValue) -> None:
         """Remove every value of a header (no error when it is absent)."""
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         hostcalls.remove_map_value(self.map_type, to_bytes(name))
 
     def set_all(self, pairs: HeaderPairs) -> None:
         """Replace the whole map with these pairs (a mapping, an iterable of pairs, or another
         HeaderMap, every value of which is copied)."""
         data = pairs_to_bytes(pairs)
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         hostcalls.set_map_pairs(self.map_type, data)
 
     def __setitem__(self, name: HeaderValue, value: HeaderValue) -> None:
@@ -179,12 +189,14 @@ class Buffer:
         return f"Buffer({BufferType(self.buffer_type).name}, context {self.context_id})"
 
     def __len__(self) -> int:
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         return hostcalls.get_buffer_size(self.buffer_type) or 0
 
     def read(self, start: int = 0, size: int | None = None) -> bytes:
         """Bytes from ``start`` (all of them, or at most ``size``); b"" when there is none."""
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         data = hostcalls.get_buffer(self.buffer_type, check_int(start, "read(start)", 0, _ALL),
                                     _ALL if size is None else check_int(size, "read(size)", 0, _ALL))
         return data or b""
@@ -201,43 +213,34 @@ class Buffer:
     def prepend(self, data: str | bytes) -> None:
         """Insert data before what is buffered."""
         raw = to_bytes(data)
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         hostcalls.set_buffer(self.buffer_type, 0, 0, raw)
 
     def append(self, data: str | bytes) -> None:
         """Add data after what is buffered."""
         raw = to_bytes(data)
-        _focus(self.context_id)
+        if self.context_id != _runtime.current.effective:
+            _focus(self.context_id)
         hostcalls.set_buffer(self.buffer_type, _ALL, 0, raw)
 
 
-class View:
-    """A class attribute that gives each context its own view of one of its maps or buffers,
-    made on first use and then kept in the instance (no allocation per access after that).
-    The contexts declare the attributes' types for type checkers (HeaderMap, Buffer)."""
-
-    __slots__ = ("cls", "kind", "name")
-
-    def __init__(self, cls: type[HeaderMap] | type[Buffer], kind: MapType | BufferType) -> None:
-        self.cls, self.kind = cls, kind  # the view is cls(kind, context_id): no frame of our own
-        self.name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, ctx: object, owner: type | None = None) -> object:
-        if ctx is None:
-            return self
-        view = self.cls(self.kind, ctx.context_id)  # type: ignore[attr-defined, arg-type]
-        ctx.__dict__[self.name] = view
-        return view
+def view_property(cls: type[HeaderMap] | type[Buffer], kind: MapType | BufferType) -> property:
+    """A context's attribute giving a view of one of its maps or buffers: a new view at each
+    access (two slots, cheap), bound to the context it was read from. A property rather than a
+    descriptor of our own: CPython runs a property's getter without re-entering the interpreter
+    loop, and a view kept in the instance would turn its attributes into a real dict; both
+    measured in wasm instructions on every request that touches a map."""
+    def view(ctx: object) -> object:
+        return cls(kind, ctx.context_id)  # type: ignore[attr-defined, arg-type]
+    return property(view)
 
 
-REQUEST_HEADERS = View(HeaderMap, MapType.HTTP_REQUEST_HEADERS)
-REQUEST_TRAILERS = View(HeaderMap, MapType.HTTP_REQUEST_TRAILERS)
-RESPONSE_HEADERS = View(HeaderMap, MapType.HTTP_RESPONSE_HEADERS)
-RESPONSE_TRAILERS = View(HeaderMap, MapType.HTTP_RESPONSE_TRAILERS)
-REQUEST_BODY = View(Buffer, BufferType.HTTP_REQUEST_BODY)
-RESPONSE_BODY = View(Buffer, BufferType.HTTP_RESPONSE_BODY)
-DOWNSTREAM_DATA = View(Buffer, BufferType.DOWNSTREAM_DATA)
-UPSTREAM_DATA = View(Buffer, BufferType.UPSTREAM_DATA)
+REQUEST_HEADERS = view_property(HeaderMap, MapType.HTTP_REQUEST_HEADERS)
+REQUEST_TRAILERS = view_property(HeaderMap, MapType.HTTP_REQUEST_TRAILERS)
+RESPONSE_HEADERS = view_property(HeaderMap, MapType.HTTP_RESPONSE_HEADERS)
+RESPONSE_TRAILERS = view_property(HeaderMap, MapType.HTTP_RESPONSE_TRAILERS)
+REQUEST_BODY = view_property(Buffer, BufferType.HTTP_REQUEST_BODY)
+RESPONSE_BODY = view_property(Buffer, BufferType.HTTP_RESPONSE_BODY)
+DOWNSTREAM_DATA = view_property(Buffer, BufferType.DOWNSTREAM_DATA)
+UPSTREAM_DATA = view_property(Buffer, BufferType.UPSTREAM_DATA)
