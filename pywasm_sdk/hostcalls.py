@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ._abi import HOSTCALLS, SDK_IMPORTS, TEXT_PARAMS, BufferType, MapType, Status
 from .errors import NoHostError, error_for
-from .wire import Pairs, decode_pairs, encode_pairs, safe_text, to_str
+from .wire import Pairs, decode_pairs, encode_pairs, safe_text, to_bytes, to_str
 
 TYPE_CHECKING = False  # typing is not imported at run time: it would weigh on every plugin
 if TYPE_CHECKING:
@@ -217,8 +217,20 @@ def set_map_pairs(map_type: int, pairs: Pairs) -> None:
         raise error_for("proxy_set_header_map_pairs", status, MapType(map_type).name)
 
 
-def get_map_value(map_type: int, key: bytes) -> bytes | None:
-    status, value = proxy_get_header_map_value(map_type, key)
+# The header names and values below may be str: the raw hostcalls pass a str as its UTF-8
+# without making a bytes object (build/bridge.wat, $bytes_arg). What they refuse (bytearray,
+# memoryview, a str with lone surrogates from a non-UTF-8 header) goes again through to_bytes,
+# outside the except clause so that to_bytes's own TypeError is not chained to the first.
+_NOT_TEXT = -1
+
+
+def get_map_value(map_type: int, key: str | bytes) -> bytes | None:
+    try:
+        status, value = proxy_get_header_map_value(map_type, key)
+    except (TypeError, UnicodeEncodeError):
+        status = _NOT_TEXT
+    if status == _NOT_TEXT:
+        status, value = proxy_get_header_map_value(map_type, to_bytes(key))
     if status:
         if status == _NOT_FOUND:
             return None
@@ -226,20 +238,35 @@ def get_map_value(map_type: int, key: bytes) -> bytes | None:
     return value
 
 
-def add_map_value(map_type: int, key: bytes, value: bytes) -> None:
-    status = proxy_add_header_map_value(map_type, key, value)
+def add_map_value(map_type: int, key: str | bytes, value: str | bytes) -> None:
+    try:
+        status = proxy_add_header_map_value(map_type, key, value)
+    except (TypeError, UnicodeEncodeError):
+        status = _NOT_TEXT
+    if status == _NOT_TEXT:
+        status = proxy_add_header_map_value(map_type, to_bytes(key), to_bytes(value))
     if status:
         raise error_for("proxy_add_header_map_value", status, MapType(map_type).name)
 
 
-def replace_map_value(map_type: int, key: bytes, value: bytes) -> None:
-    status = proxy_replace_header_map_value(map_type, key, value)
+def replace_map_value(map_type: int, key: str | bytes, value: str | bytes) -> None:
+    try:
+        status = proxy_replace_header_map_value(map_type, key, value)
+    except (TypeError, UnicodeEncodeError):
+        status = _NOT_TEXT
+    if status == _NOT_TEXT:
+        status = proxy_replace_header_map_value(map_type, to_bytes(key), to_bytes(value))
     if status:
         raise error_for("proxy_replace_header_map_value", status, MapType(map_type).name)
 
 
-def remove_map_value(map_type: int, key: bytes) -> None:
-    status = proxy_remove_header_map_value(map_type, key)
+def remove_map_value(map_type: int, key: str | bytes) -> None:
+    try:
+        status = proxy_remove_header_map_value(map_type, key)
+    except (TypeError, UnicodeEncodeError):
+        status = _NOT_TEXT
+    if status == _NOT_TEXT:
+        status = proxy_remove_header_map_value(map_type, to_bytes(key))
     if status:
         raise error_for("proxy_remove_header_map_value", status, MapType(map_type).name)
 

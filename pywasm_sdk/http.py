@@ -78,7 +78,7 @@ class HeaderMap(Mapping[str, str]):
         """The first value of a header, or ``default`` when it is absent."""
         if self.context_id != _runtime.current.effective:
             _focus(self.context_id)
-        value = hostcalls.get_map_value(self.map_type, to_bytes(name))
+        value = hostcalls.get_map_value(self.map_type, name)
         return default if value is None else to_str(value)
 
     def __getitem__(self, name: HeaderValue) -> str:
@@ -119,7 +119,7 @@ class HeaderMap(Mapping[str, str]):
         """The first value of a header as bytes, or None."""
         if self.context_id != _runtime.current.effective:
             _focus(self.context_id)
-        return hostcalls.get_map_value(self.map_type, to_bytes(name))
+        return hostcalls.get_map_value(self.map_type, name)
 
     def get_all(self, name: HeaderValue) -> list[str]:
         """Every value of a repeated header, in order (the proxy's get returns only the first)."""
@@ -141,19 +141,19 @@ class HeaderMap(Mapping[str, str]):
         """Add a value, keeping existing values of the same header."""
         if self.context_id != _runtime.current.effective:
             _focus(self.context_id)
-        hostcalls.add_map_value(self.map_type, to_bytes(name), to_bytes(value))
+        hostcalls.add_map_value(self.map_type, name, value)
 
     def replace(self, name: HeaderValue, value: HeaderValue) -> None:
         """Set a header to one value, replacing any existing values."""
         if self.context_id != _runtime.current.effective:
             _focus(self.context_id)
-        hostcalls.replace_map_value(self.map_type, to_bytes(name), to_bytes(value))
+        hostcalls.replace_map_value(self.map_type, name, value)
 
     def remove(self, name: HeaderValue) -> None:
         """Remove every value of a header (no error when it is absent)."""
         if self.context_id != _runtime.current.effective:
             _focus(self.context_id)
-        hostcalls.remove_map_value(self.map_type, to_bytes(name))
+        hostcalls.remove_map_value(self.map_type, name)
 
     def set_all(self, pairs: HeaderPairs) -> None:
         """Replace the whole map with these pairs (a mapping, an iterable of pairs, or another

@@ -36,6 +36,7 @@ C_API = {
     "PyBytes_AsStringAndSize": "(param i32 i32 i32) (result i32)",
     "PyBytes_FromStringAndSize": "(param i32 i32) (result i32)",
     "PyUnicode_AsUTF8AndSize": "(param i32 i32) (result i32)",
+    "PyUnicode_FromString": "(param i32) (result i32)",
     "PyList_New": "(param i32) (result i32)", "PyList_Append": "(param i32 i32) (result i32)",
     "PyList_Size": "(param i32) (result i32)",
 }

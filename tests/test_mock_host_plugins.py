@@ -617,6 +617,23 @@ def test_a_hostcall_argument_that_cannot_be_converted_raises_where_the_plugin_ca
     assert host.logs.find(f"probe: caught {exception}")
 
 
+def test_header_names_and_values_of_every_kind_reach_the_host(hosts):
+    """str goes to the host as its UTF-8 without a bytes object (the bridge); bytes-likes and a
+    str holding a non-UTF-8 header's bytes as surrogates take the way through to_bytes, and
+    come out byte for byte; anything else is the SDK's TypeError, natively and in the .wasm."""
+    host = hosts(PROBE)
+    stream = host.http_stream()
+    stream.send_request_headers([*request("/header-kinds"), (b"x-raw", b"caf\xe9")])
+    sent = {bytes(k): bytes(v) for k, v in stream.request_headers_bytes}
+    assert sent[b"x-str"] == b"replaced"
+    assert sent[b"x-utf8"] == "gr\u00fc\u00df \u2713".encode()
+    assert sent[b"x-bytes"] == b"\xff\xfe"
+    assert sent[b"x-bytearray"] == b"ba" and sent[b"x-memoryview"] == b"mv"
+    assert sent[b"x-surrogate"] == b"caf\xe9"
+    assert b"x-gone" not in sent and sent[b"x-lookup"] == b"True"
+    assert sent[b"x-caught"] == b"expected str or bytes, got int"
+
+
 def test_text_that_is_not_valid_unicode_never_reaches_the_bindings(hosts):
     """The seam makes every text argument valid Unicode (the ABI says which are text), so even a
     raw hostcall with a lone surrogate logs U+FFFD instead of aborting the VM."""

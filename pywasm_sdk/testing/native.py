@@ -56,6 +56,8 @@ def _check_argument(call: str, name: str, kind: str, value: Any) -> Any:
     """Refuse what the module's bridge refuses (pywasm_sdk/tooling/bridge.py converts with
     CPython's C API), with the exception it raises there."""
     if kind == "bytes":
+        if type(value) is str:  # a str is passed as its UTF-8 (lone surrogates: UnicodeEncodeError)
+            return value.encode("utf-8")
         if not isinstance(value, bytes):
             raise TypeError(f"{call}(): {name} must be bytes, not {type(value).__name__}")
     elif kind == "string":

@@ -10,8 +10,9 @@ function are generated:
 - one ``METH_FASTCALL`` builtin per raw hostcall (and SDK import): ints are converted with
   ``PyLong_As*``, ``bytes``/``str`` are passed as pointers into the objects themselves
   (``PyBytes_AsStringAndSize`` / ``PyUnicode_AsUTF8AndSize``: no copy, so nothing to free and
-  nothing to leak), outputs are read from a frame on the shadow stack and the host-allocated
-  bytes freed as soon as they are a Python object. A wrong argument raises a Python exception
+  nothing to leak; a ``bytes`` parameter takes a ``str`` too, as its UTF-8), outputs are read
+  from a frame on the shadow stack and the host-allocated bytes freed as soon as they are a
+  Python object. A wrong argument raises a Python exception
   (``TypeError``, ``OverflowError``, ``UnicodeEncodeError``) instead of trapping the VM.
 
 The raw builtins are exported as ``raw:<name>``; the linker puts them in the function table and
@@ -178,8 +179,7 @@ def _raw_function(call: abi_mod.Hostcall, callee: str) -> str:
         arg = f"(i32.load offset={4 * i} (local.get $args))"
         if p.type == "bytes":
             at = args_at[p.name]
-            out.append(f"      (br_if $fail (call $PyBytes_AsStringAndSize {arg} "
-                       f"(i32.add (local.get $f) (i32.const {at})) (i32.add (local.get $f) (i32.const {at + 4}))))")
+            out.append(f"      (br_if $fail (call $bytes_arg {arg} (i32.add (local.get $f) (i32.const {at}))))")
             out.append(f"      (local.set $p{i} (i32.load offset={at} (local.get $f)))")
             out.append(f"      (local.set $l{i} (i32.load offset={at + 4} (local.get $f)))")
             call_args += [f"(local.get $p{i})", f"(local.get $l{i})"]

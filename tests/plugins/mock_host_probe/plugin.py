@@ -29,6 +29,9 @@ Not an example to copy. HTTP (by ``:path``):
   /wrong-use   floats where the host takes ints: each raises TypeError the plugin catches (x-caught)
   /unawaited   calls self.http_call(...) without await (the SDK warns; no call is made)
   /shared-keys shared-data keys that differ only in bytes that are not UTF-8 stay apart (x-shared)
+  /header-kinds  header names and values of every kind the SDK takes (str, non-ASCII str, bytes,
+               bytearray, memoryview, a str with a lone surrogate read from a non-UTF-8 header,
+               x-raw) are added, replaced and removed; an int raises TypeError (x-caught)
 Root: with plugin configuration "tick" the timer ticks every second, counting in metric "ticks";
 with "linger", on_done answers False at shutdown and the next tick calls done().
 TCP: the connection's cluster is chosen from the source address's last digit; upstream data is
@@ -156,6 +159,22 @@ class ProbeHttp(HttpContext):
             set_shared_data("probe.key\udcfe", "fe")  # a str from non-UTF-8 bytes is those bytes
             found = [get_shared_data(k) for k in ("probe.key\udcff", b"probe.key\xfe", "probe.key\ufffd")]
             self.request_headers.add("x-shared", ",".join(f.value.decode() if f else "-" for f in found))
+        elif path == "/header-kinds":
+            headers = self.request_headers
+            headers.add("x-str", "plain")
+            headers.add("x-utf8", "gr\u00fc\u00df \u2713")
+            headers.add(b"x-bytes", b"\xff\xfe")
+            headers.add(bytearray(b"x-bytearray"), bytearray(b"ba"))
+            headers.add(memoryview(b"x-memoryview"), memoryview(b"mv"))
+            headers.add("x-surrogate", headers["x-raw"])  # not UTF-8: read back as surrogates
+            headers.replace("x-str", "replaced")
+            headers.add("x-gone", "soon")
+            headers.remove(b"x-gone")
+            headers.add("x-lookup", str(headers.get("x-utf8") == "gr\u00fc\u00df \u2713"))
+            try:
+                headers.add("x-int", 5)  # type: ignore[arg-type]
+            except TypeError as exc:
+                headers.add("x-caught", str(exc))
         elif path.startswith("/bad-hostcall-"):
             try:
                 if path == "/bad-hostcall-type":
