@@ -44,7 +44,17 @@ def _focus(context_id: int) -> None:
         _runtime.current.set_effective(context_id)
 
 
-class HeaderMap(Mapping[str, str]):
+TYPE_CHECKING = False  # typing is not imported at run time: it would weigh on every plugin
+if TYPE_CHECKING:
+    _MappingOfStr = Mapping[str, str]
+else:
+    # Registered as a Mapping (below) rather than derived from it: a class whose metaclass is
+    # ABCMeta is made through CPython's generic type call, about 1,400 wasm instructions more
+    # per view, and a view is made at every access (see view_property).
+    _MappingOfStr = object
+
+
+class HeaderMap(_MappingOfStr):
     """The request or response headers (or trailers) of an HTTP stream.
 
     A read-only mapping of each header's *first* value (``m[name]``, ``get``, ``in``, ``len``,
@@ -97,6 +107,14 @@ class HeaderMap(Mapping[str, str]):
     def __len__(self) -> int:
         """The number of distinct header names (a repeated header counts once)."""
         return len(self.keys())
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any mapping with the same first values (as a Mapping compares)."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.items()) == dict(other.items())
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by content: as Mapping
 
     def keys(self) -> list[str]:  # type: ignore[override]
         """Each header name once, in order of first appearance (one hostcall)."""
@@ -223,6 +241,9 @@ class Buffer:
         if self.context_id != _runtime.current.effective:
             _focus(self.context_id)
         hostcalls.set_buffer(self.buffer_type, _ALL, 0, raw)
+
+
+Mapping.register(HeaderMap)
 
 
 def view_property(cls: type[HeaderMap] | type[Buffer], kind: MapType | BufferType) -> property:
