@@ -15,7 +15,11 @@ the build cache as ``pywasm run`` does); the default is examples/http_headers. I
 3. Envoy's RSS right after start at both concurrencies (so the cost of one extra worker is
    their difference), and the admin ``/memory`` breakdown at ``--concurrency 1``: tcmalloc's
    ``allocated``, the page heap's free bytes, the thread caches, and the rest of RSS (V8's code
-   space, the VMs' linear memories, tcmalloc's own overhead).
+   space, the VMs' linear memories, tcmalloc's own overhead);
+4. the same RSS by kind of mapping (``/proc/PID/smaps``): the envoy executable as far as it
+   was touched, other files, compiled code (anonymous executable memory: V8's code space), the
+   wasm memories (how many: one per VM) and the rest of the anonymous memory (tcmalloc's heap,
+   stacks, V8's own heap).
 
 No traffic is sent: every Envoy has one listener (the module's filter type: HTTP, or network)
 and is stopped by PID once measured. Memory figures are in MB of 1000 /proc kB (1 kB = 1024
@@ -43,6 +47,7 @@ if str(REPO) not in sys.path:
 
 from pywasm_sdk.tooling import envoy as E  # noqa: E402
 from pywasm_sdk.tooling.bench import procfs, starts  # noqa: E402
+from pywasm_sdk.tooling.bench.procfs import MAPPING_KINDS  # noqa: E402
 from pywasm_sdk.tooling.bench.modules import SIZE_PARTS, section_sizes, size_text, wasm_from_wat  # noqa: E402
 from pywasm_sdk.tooling.bench.plugin import finish_run  # noqa: E402
 from pywasm_sdk.tooling.run import cached_build  # noqa: E402
@@ -104,7 +109,9 @@ def derive(entry: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
             "rss_mb_c1": rss, "rss_mb_c2": c2["rss_kb"] / 1e3, "hwm_mb_c1": c1["hwm_kb"] / 1e3,
             "per_extra_worker_mb": (c2["rss_kb"] - c1["rss_kb"]) / 1e3,
             "added_rss_mb_c1": (c1["rss_kb"] - bare["c1"]["rss_kb"]) / 1e3,
-            "memory_mb_c1": {**parts, "rest_of_rss": rss - sum(parts.values())}}
+            "memory_mb_c1": {**parts, "rest_of_rss": rss - sum(parts.values())},
+            "mappings_mb_c1": {k: (v / 1e3 if not k.endswith("_count") else v)
+                               for k, v in (c1.get("mappings") or {}).items()}}
 
 
 def report(r: dict[str, Any]) -> str:
@@ -144,6 +151,14 @@ def report(r: dict[str, Any]) -> str:
         m = r["variants"][name]["derived"]["memory_mb_c1"]
         add(name.ljust(w) + f"{m['allocated']:>11.1f}{m['pageheap_free']:>15.1f}"
             f"{m['thread_caches']:>15.1f}{m['rest_of_rss']:>13.1f}")
+    add("")
+    add("RSS by mapping at c1 (MB)".ljust(w) + "".join(f"{k:>17}" for k in MAPPING_KINDS))
+    for name in names:
+        m = r["variants"][name]["derived"]["mappings_mb_c1"]
+        if m:
+            count = m.get("wasm memories_count", 0)
+            cells = [f"{m[k]:.1f}" + (f" ({count:g})" if k == "wasm memories" else "") for k in MAPPING_KINDS]
+            add(name.ljust(w) + "".join(f"{c:>17}" for c in cells))
     noise = r["noise"]
     add("")
     add(f"noise: during the {noise['seconds']:.0f} s of starts other processes used "

@@ -134,3 +134,32 @@ def test_proc_readers_on_this_process():
     noise = procfs.Noise().result()
     assert set(noise) == {"other_processes_cores", "steal_cores", "seconds"}
     assert noise["other_processes_cores"] >= 0 and noise["steal_cores"] >= 0
+
+
+SMAPS = """\
+00400000-02000000 r-xp 00000000 08:01 123 /usr/bin/envoy
+Rss:               40000 kB
+7f0000000000-7f0000a00000 rw-p 00000000 00:00 0
+Rss:                7000 kB
+7f0000a00000-7f0200a00000 ---p 00000000 00:00 0
+Rss:                   0 kB
+7f0300000000-7f0300e00000 rwxp 00000000 00:00 0
+Rss:               12000 kB
+7f0400000000-7f0408000000 rw-p 00000000 00:00 0
+Rss:              100000 kB
+7f0408000000-7f0408100000 ---p 00000000 00:00 0
+Rss:                   0 kB
+7f0500000000-7f0500100000 r--p 00000000 08:01 9 /usr/lib/libc.so.6
+Rss:                1000 kB
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+Rss:                 100 kB
+"""
+
+
+def test_resident_memory_splits_by_kind_of_mapping():
+    """A read-write mapping is a wasm memory only when a guard reservation of 1 GiB or more
+    follows it directly (a small PROT_NONE page after a heap does not make it one)."""
+    kinds, memories = procfs.classify_smaps(SMAPS, "/usr/bin/envoy")
+    assert memories == 1
+    assert kinds == {"executable file": 40000, "other files": 1000, "compiled code": 12000,
+                     "wasm memories": 7000, "other anonymous": 100100}

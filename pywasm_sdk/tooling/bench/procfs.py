@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["CLK_TCK", "Noise", "cpu_ns", "cpu_ticks", "rss_kb", "system_ticks"]
+__all__ = ["CLK_TCK", "MAPPING_KINDS", "Noise", "classify_smaps", "cpu_ns", "cpu_ticks", "memory_map",
+           "rss_kb", "system_ticks"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -27,6 +28,52 @@ def rss_kb(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0])
     return out
+
+
+#: what :func:`memory_map` splits a process's resident memory into
+MAPPING_KINDS = ("executable file", "other files", "compiled code", "wasm memories", "other anonymous")
+#: a reservation at least this large right after a read-write mapping is a wasm memory's guard
+#: region (V8 reserves 8 GiB for a 32-bit memory and maps only its current size read-write)
+_GUARD_BYTES = 1 << 30
+
+
+def classify_smaps(text: str, executable: str) -> tuple[dict[str, int], int]:
+    """Resident kB of each of :data:`MAPPING_KINDS` in the text of ``/proc/PID/smaps``, and how
+    many wasm memories there were. *executable file*: mappings of the file named ``executable``
+    (its code and data as far as touched); *compiled code*: anonymous executable mappings (V8's
+    code space, the compiled wasm among it); *wasm memories*: anonymous read-write mappings
+    directly followed by a guard reservation of 1 GiB or more; *other anonymous*: the rest of
+    the anonymous memory (the allocator's heap, stacks, V8's own heap)."""
+    maps: list[tuple[int, int, str, str, int]] = []  # start, end, permissions, file, Rss kB
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            low, _, high = head[0].partition("-")
+            maps.append((int(low, 16), int(high, 16), head[1], head[5] if len(head) > 5 else "", 0))
+        elif line.startswith("Rss:") and maps:
+            maps[-1] = (*maps[-1][:4], int(line.split()[1]))
+    kinds = dict.fromkeys(MAPPING_KINDS, 0)
+    memories = 0
+    for i, (start, end, perms, name, rss) in enumerate(maps):
+        anonymous = not name.startswith("/")
+        following = maps[i + 1] if i + 1 < len(maps) else None
+        if not anonymous:
+            kind = "executable file" if name == executable else "other files"
+        elif "x" in perms:
+            kind = "compiled code"
+        elif (perms.startswith("rw") and following is not None and following[0] == end
+              and following[2].startswith("---") and following[1] - following[0] >= _GUARD_BYTES):
+            kind = "wasm memories"
+            memories += 1
+        else:
+            kind = "other anonymous"
+        kinds[kind] += rss
+    return kinds, memories
+
+
+def memory_map(pid: int) -> tuple[dict[str, int], int]:
+    """:func:`classify_smaps` of a running process (its executable from ``/proc/PID/exe``)."""
+    return classify_smaps(Path(f"/proc/{pid}/smaps").read_text(), os.readlink(f"/proc/{pid}/exe"))
 
 
 def cpu_ns(pid: int) -> int:

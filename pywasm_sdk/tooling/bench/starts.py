@@ -48,6 +48,8 @@ class StartSample:
     rss_kb: int  # VmRSS
     hwm_kb: int  # VmHWM, the peak so far (compilation scratch included)
     memory: dict[str, int] | None  # admin /memory (bytes) when asked for
+    #: resident kB by kind of mapping (procfs.MAPPING_KINDS) and "wasm memories_count", with memory
+    mappings: dict[str, int] | None = None
 
 
 def envoy_version() -> str:
@@ -87,8 +89,12 @@ def sample(envoy: Envoy, *, memory: bool = False) -> StartSample:
     assert envoy.pid is not None and envoy.ready_seconds is not None, "start the Envoy first"
     cpu = procfs.cpu_ns(envoy.pid) / 1e9
     rss = procfs.rss_kb(envoy.pid)
+    mappings = None
+    if memory:
+        kinds, count = procfs.memory_map(envoy.pid)
+        mappings = {**kinds, "wasm memories_count": count}
     return StartSample(envoy.ready_seconds, cpu, rss["VmRSS"], rss["VmHWM"],
-                       tcmalloc_memory(envoy) if memory else None)
+                       tcmalloc_memory(envoy) if memory else None, mappings)
 
 
 def start_rounds(variants: Sequence[Variant], rounds: int, *, concurrency: int = 1,
@@ -139,5 +145,7 @@ def summarise(samples: Sequence[StartSample]) -> dict[str, Any]:
     if samples and all(s.memory is not None for s in samples):
         keys = set.intersection(*(set(s.memory or {}) for s in samples))
         out["memory"] = {k: med([(s.memory or {})[k] for s in samples]) for k in MEMORY_FIELDS if k in keys}
+    if samples and all(s.mappings is not None for s in samples):
+        out["mappings"] = {k: med([(s.mappings or {})[k] for s in samples]) for k in (samples[0].mappings or {})}
     out["starts"] = [asdict(s) for s in samples]
     return out
