@@ -238,26 +238,20 @@ def get_map_value(map_type: int, key: str | bytes) -> bytes | None:
     return value
 
 
-def add_map_value(map_type: int, key: str | bytes, value: str | bytes) -> None:
+def write_map_value(raw: Callable[[int, object, object], int], map_type: int, key: str | bytes,
+                    value: str | bytes) -> None:
+    """Add or replace a header: ``raw`` is this module's proxy_add_header_map_value or
+    proxy_replace_header_map_value, passed by the caller rather than wrapped twice (a wrapper
+    each would be one Python frame more on every header a plugin writes), with the retry
+    through to_bytes described above."""
     try:
-        status = proxy_add_header_map_value(map_type, key, value)
+        status = raw(map_type, key, value)
     except (TypeError, UnicodeEncodeError):
         status = _NOT_TEXT
     if status == _NOT_TEXT:
-        status = proxy_add_header_map_value(map_type, to_bytes(key), to_bytes(value))
+        status = raw(map_type, to_bytes(key), to_bytes(value))
     if status:
-        raise error_for("proxy_add_header_map_value", status, MapType(map_type).name)
-
-
-def replace_map_value(map_type: int, key: str | bytes, value: str | bytes) -> None:
-    try:
-        status = proxy_replace_header_map_value(map_type, key, value)
-    except (TypeError, UnicodeEncodeError):
-        status = _NOT_TEXT
-    if status == _NOT_TEXT:
-        status = proxy_replace_header_map_value(map_type, to_bytes(key), to_bytes(value))
-    if status:
-        raise error_for("proxy_replace_header_map_value", status, MapType(map_type).name)
+        raise error_for(raw.__name__, status, MapType(map_type).name)
 
 
 def remove_map_value(map_type: int, key: str | bytes) -> None:

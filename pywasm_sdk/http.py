@@ -159,13 +159,13 @@ class HeaderMap(_MappingOfStr):
         """Add a value, keeping existing values of the same header."""
         if self.context_id != _runtime.current.effective:
             _focus(self.context_id)
-        hostcalls.add_map_value(self.map_type, name, value)
+        hostcalls.write_map_value(hostcalls.proxy_add_header_map_value, self.map_type, name, value)
 
     def replace(self, name: HeaderValue, value: HeaderValue) -> None:
         """Set a header to one value, replacing any existing values."""
         if self.context_id != _runtime.current.effective:
             _focus(self.context_id)
-        hostcalls.replace_map_value(self.map_type, name, value)
+        hostcalls.write_map_value(hostcalls.proxy_replace_header_map_value, self.map_type, name, value)
 
     def remove(self, name: HeaderValue) -> None:
         """Remove every value of a header (no error when it is absent)."""
