@@ -134,7 +134,7 @@ class Runtime:
         #: which exceptions were logged in full, and their repeats not yet reported
         self.repeats = _boundary.Repeats()
         #: the proxy's log level as last read (log lines below it are not even formatted)
-        self.log_threshold: int = LogLevel.TRACE
+        self.log_threshold: int = int(LogLevel.TRACE)  # a plain int: compared on every log line
         #: the context the host's hostcalls act on: the callback's own, until set_effective
         self.effective = 0
         self._entry_points: dict[str, Callable[..., Any]] | None = None

@@ -342,6 +342,16 @@ def test_print_logging_and_environment(hosts):
     assert stream.request_header("x-env") == "from vm_config"
 
 
+def test_lines_below_the_proxys_level_are_dropped_unformatted(hosts):
+    """At WARN, log.trace/debug/info and print() (info) write nothing, and their arguments are
+    never %-formatted (a mismatch there would raise); the other levels are written."""
+    host = hosts(PROBE, log_level=LogLevel.WARN)
+    assert host.http_stream().send_request_headers(request("/levels")) == Action.CONTINUE
+    assert [(r.level, r.message) for r in host.logs if r.message.startswith("probe:")] == [
+        (LogLevel.WARN, "probe: warning 1"), (LogLevel.ERROR, "probe: error 2"),
+        (LogLevel.CRITICAL, "probe: critical 3")]
+
+
 def test_reset(hosts):
     host = hosts(PROBE)
     stream = host.http_stream()

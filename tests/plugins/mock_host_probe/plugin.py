@@ -29,6 +29,8 @@ Not an example to copy. HTTP (by ``:path``):
   /wrong-use   floats where the host takes ints: each raises TypeError the plugin catches (x-caught)
   /unawaited   calls self.http_call(...) without await (the SDK warns; no call is made)
   /shared-keys shared-data keys that differ only in bytes that are not UTF-8 stay apart (x-shared)
+  /levels      a line at each level through log.* (those below the proxy's level would raise if
+               they were formatted: their argument does not fit %d) and one through print()
   /header-kinds  header names and values of every kind the SDK takes (str, non-ASCII str, bytes,
                bytearray, memoryview, a str with a lone surrogate read from a non-UTF-8 header,
                x-raw) are added, replaced and removed; an int raises TypeError (x-caught)
@@ -159,6 +161,13 @@ class ProbeHttp(HttpContext):
             set_shared_data("probe.key\udcfe", "fe")  # a str from non-UTF-8 bytes is those bytes
             found = [get_shared_data(k) for k in ("probe.key\udcff", b"probe.key\xfe", "probe.key\ufffd")]
             self.request_headers.add("x-shared", ",".join(f.value.decode() if f else "-" for f in found))
+        elif path == "/levels":
+            for write in (log.trace, log.debug, log.info):
+                write("probe: %d", "not a number")
+            log.warning("probe: warning %s", 1)
+            log.error("probe: error %s", 2)
+            log.critical("probe: critical %s", 3)
+            print("probe: print at info")
         elif path == "/header-kinds":
             headers = self.request_headers
             headers.add("x-str", "plain")
