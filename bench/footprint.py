@@ -110,8 +110,8 @@ def derive(entry: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
             "per_extra_worker_mb": (c2["rss_kb"] - c1["rss_kb"]) / 1e3,
             "added_rss_mb_c1": (c1["rss_kb"] - bare["c1"]["rss_kb"]) / 1e3,
             "memory_mb_c1": {**parts, "rest_of_rss": rss - sum(parts.values())},
-            "mappings_mb_c1": {k: (v / 1e3 if not k.endswith("_count") else v)
-                               for k, v in (c1.get("mappings") or {}).items()}}
+            "mappings_mb_c1": {k: v / 1e3 for k, v in (c1.get("mappings") or {}).items()},
+            "wasm_memories_c1": c1.get("wasm_memories")}
 
 
 def report(r: dict[str, Any]) -> str:
@@ -154,10 +154,11 @@ def report(r: dict[str, Any]) -> str:
     add("")
     add("RSS by mapping at c1 (MB)".ljust(w) + "".join(f"{k:>17}" for k in MAPPING_KINDS))
     for name in names:
-        m = r["variants"][name]["derived"]["mappings_mb_c1"]
+        d = r["variants"][name]["derived"]
+        m = d["mappings_mb_c1"]
         if m:
-            count = m.get("wasm memories_count", 0)
-            cells = [f"{m[k]:.1f}" + (f" ({count:g})" if k == "wasm memories" else "") for k in MAPPING_KINDS]
+            cells = [f"{m[k]:.1f}" + (f" ({d['wasm_memories_c1']:g})" if k == "wasm memories" else "")
+                     for k in MAPPING_KINDS]
             add(name.ljust(w) + "".join(f"{c:>17}" for c in cells))
     noise = r["noise"]
     add("")

@@ -32,6 +32,7 @@
   (import "fused" "PyErr_WriteUnraisable" (func $PyErr_WriteUnraisable (param i32)))
   (import "fused" "PyExc_TypeError" (global $PyExc_TypeError (mut i32)))
   (import "fused" "PyExc_ImportError" (global $PyExc_ImportError (mut i32)))
+  (import "fused" "PyUnicode_Type" (global $PyUnicode_Type (mut i32)))  ;; the type itself: no load
   (import "fused" "PyLong_FromLong" (func $PyLong_FromLong (param i32) (result i32)))
   (import "fused" "PyLong_FromUnsignedLong" (func $PyLong_FromUnsignedLong (param i32) (result i32)))
   (import "fused" "PyLong_FromUnsignedLongLong" (func $PyLong_FromUnsignedLongLong (param i64) (result i32)))
@@ -43,7 +44,6 @@
   (import "fused" "PyBytes_AsStringAndSize" (func $PyBytes_AsStringAndSize (param i32 i32 i32) (result i32)))
   (import "fused" "PyBytes_FromStringAndSize" (func $PyBytes_FromStringAndSize (param i32 i32) (result i32)))
   (import "fused" "PyUnicode_AsUTF8AndSize" (func $PyUnicode_AsUTF8AndSize (param i32 i32) (result i32)))
-  (import "fused" "PyUnicode_FromString" (func $PyUnicode_FromString (param i32) (result i32)))
   (import "fused" "PyList_New" (func $PyList_New (param i32) (result i32)))
   (import "fused" "PyList_Append" (func $PyList_Append (param i32 i32) (result i32)))
   (import "fused" "PyList_Size" (func $PyList_Size (param i32) (result i32)))
@@ -72,11 +72,6 @@
   (func $init
     (local $tuple i32) (local $i i32) (local $fn i32) (local $args i32) (local $r i32)
     (drop (call $PyGILState_Ensure))
-    ;; the str type, for $bytes_arg: the type of any str (ob_type follows ob_refcnt)
-    (local.set $r (call $PyUnicode_FromString (global.get $arity_message)))
-    (if (i32.eqz (local.get $r)) (then (call $PyErr_WriteUnraisable (i32.const 0)) (return)))
-    (global.set $str_type (i32.load offset=4 (local.get $r)))
-    (call $Py_DecRef (local.get $r))
     (local.set $tuple (call $PyTuple_New (global.get $raw_count)))
     (if (i32.eqz (local.get $tuple)) (then (call $PyErr_WriteUnraisable (i32.const 0)) (return)))
     (block $made
@@ -336,16 +331,15 @@
     (call $PyErr_SetString (i32.load (global.get $PyExc_ImportError)) (global.get $compiler_message))
     (i32.const 0))
 
-  ;; True when a C API conversion returned its error value and set an exception.
-;; A `bytes` argument of a raw hostcall: a bytes object, or a str passed as its UTF-8 (what
-  ;; the SDK has in hand for header names and values; no bytes object is made for it). Writes
-  ;; (pointer, length) at $at; answers 1 with an exception set when the object is neither, or is
-  ;; a str that has no UTF-8 form (lone surrogates: UnicodeEncodeError), which the SDK's
-  ;; wrappers then convert themselves (pywasm_sdk.wire.to_bytes).
-  (global $str_type (mut i32) (i32.const 0))
+  ;; A `bytes` argument of a raw hostcall: a bytes object, or an exact str passed as its UTF-8
+  ;; (what the SDK has in hand for header names and values; no bytes object is made for it).
+  ;; Writes (pointer, length) at $at; answers 1 with an exception set when the object is
+  ;; neither, or is a str that has no UTF-8 form (lone surrogates: UnicodeEncodeError), which
+  ;; the SDK's wrappers then convert themselves (pywasm_sdk.wire.to_bytes). ob_type is the
+  ;; word after ob_refcnt.
   (func $bytes_arg (param $o i32) (param $at i32) (result i32)
     (local $p i32)
-    (if (i32.eq (i32.load offset=4 (local.get $o)) (global.get $str_type))
+    (if (i32.eq (i32.load offset=4 (local.get $o)) (global.get $PyUnicode_Type))
       (then
         (local.set $p (call $PyUnicode_AsUTF8AndSize (local.get $o) (i32.add (local.get $at) (i32.const 4))))
         (i32.store (local.get $at) (local.get $p))
@@ -353,6 +347,7 @@
     (i32.ne (call $PyBytes_AsStringAndSize (local.get $o) (local.get $at) (i32.add (local.get $at) (i32.const 4)))
             (i32.const 0)))
 
+  ;; True when a C API conversion returned its error value and set an exception.
   (func $failed (param $v i32) (result i32)
     (i32.and (i32.eq (local.get $v) (i32.const -1)) (i32.ne (call $PyErr_Occurred) (i32.const 0))))
   (func $failed64 (param $v i64) (result i32)

@@ -219,18 +219,24 @@ def set_map_pairs(map_type: int, pairs: Pairs) -> None:
 
 # The header names and values below may be str: the raw hostcalls pass a str as its UTF-8
 # without making a bytes object (build/bridge.wat, $bytes_arg). What they refuse (bytearray,
-# memoryview, a str with lone surrogates from a non-UTF-8 header) goes again through to_bytes,
-# outside the except clause so that to_bytes's own TypeError is not chained to the first.
-_NOT_TEXT = -1
+# memoryview, a str with lone surrogates from a non-UTF-8 header) goes again through to_bytes.
+
+
+def _again_as_bytes(raw: Callable[..., Any], map_type: int, *texts: str | bytes) -> Any:
+    """``raw(map_type, *texts)`` with the texts converted by to_bytes: the second try of a
+    header hostcall whose first the bridge refused. Called from that try's ``except`` clause;
+    what it raises is not chained to the refusal (to_bytes's TypeError says what was wrong)."""
+    try:
+        return raw(map_type, *[to_bytes(t) for t in texts])
+    except Exception as exc:
+        raise exc from None
 
 
 def get_map_value(map_type: int, key: str | bytes) -> bytes | None:
     try:
         status, value = proxy_get_header_map_value(map_type, key)
     except (TypeError, UnicodeEncodeError):
-        status = _NOT_TEXT
-    if status == _NOT_TEXT:
-        status, value = proxy_get_header_map_value(map_type, to_bytes(key))
+        status, value = _again_as_bytes(proxy_get_header_map_value, map_type, key)
     if status:
         if status == _NOT_FOUND:
             return None
@@ -242,14 +248,11 @@ def write_map_value(raw: Callable[[int, object, object], int], map_type: int, ke
                     value: str | bytes) -> None:
     """Add or replace a header: ``raw`` is this module's proxy_add_header_map_value or
     proxy_replace_header_map_value, passed by the caller rather than wrapped twice (a wrapper
-    each would be one Python frame more on every header a plugin writes), with the retry
-    through to_bytes described above."""
+    each would be one Python frame more on every header a plugin writes)."""
     try:
         status = raw(map_type, key, value)
     except (TypeError, UnicodeEncodeError):
-        status = _NOT_TEXT
-    if status == _NOT_TEXT:
-        status = raw(map_type, to_bytes(key), to_bytes(value))
+        status = _again_as_bytes(raw, map_type, key, value)
     if status:
         raise error_for(raw.__name__, status, MapType(map_type).name)
 
@@ -258,9 +261,7 @@ def remove_map_value(map_type: int, key: str | bytes) -> None:
     try:
         status = proxy_remove_header_map_value(map_type, key)
     except (TypeError, UnicodeEncodeError):
-        status = _NOT_TEXT
-    if status == _NOT_TEXT:
-        status = proxy_remove_header_map_value(map_type, to_bytes(key))
+        status = _again_as_bytes(proxy_remove_header_map_value, map_type, key)
     if status:
         raise error_for("proxy_remove_header_map_value", status, MapType(map_type).name)
 

@@ -36,7 +36,6 @@ C_API = {
     "PyBytes_AsStringAndSize": "(param i32 i32 i32) (result i32)",
     "PyBytes_FromStringAndSize": "(param i32 i32) (result i32)",
     "PyUnicode_AsUTF8AndSize": "(param i32 i32) (result i32)",
-    "PyUnicode_FromString": "(param i32) (result i32)",
     "PyList_New": "(param i32) (result i32)", "PyList_Append": "(param i32 i32) (result i32)",
     "PyList_Size": "(param i32) (result i32)",
 }
@@ -74,6 +73,7 @@ def fused_like_module(*, anchor: bool = True, c_api: dict[str, str] | None = Non
       (global (export "PyExc_TypeError") i32 (i32.const 0x100))
       (global (export "libpython3.14.so:PyExc_TypeError") (mut i32) (i32.const 0x1100))
       (global (export "libpython3.14.so:PyExc_ImportError") (mut i32) (i32.const 0x1104))
+      (global (export "libpython3.14.so:PyUnicode_Type") (mut i32) (i32.const 0x1108))
       (table $imports (export "$imports") 1 1 funcref)
       (table $fns (export "__indirect_function_table") 5 funcref)
       (elem (table $imports) (i32.const 0) func $wall_stub)

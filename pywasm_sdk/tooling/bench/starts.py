@@ -48,8 +48,9 @@ class StartSample:
     rss_kb: int  # VmRSS
     hwm_kb: int  # VmHWM, the peak so far (compilation scratch included)
     memory: dict[str, int] | None  # admin /memory (bytes) when asked for
-    #: resident kB by kind of mapping (procfs.MAPPING_KINDS) and "wasm memories_count", with memory
+    #: resident kB by kind of mapping (procfs.MAPPING_KINDS), when memory is asked for
     mappings: dict[str, int] | None = None
+    wasm_memories: int | None = None  # how many wasm memories (one per VM), likewise
 
 
 def envoy_version() -> str:
@@ -89,12 +90,11 @@ def sample(envoy: Envoy, *, memory: bool = False) -> StartSample:
     assert envoy.pid is not None and envoy.ready_seconds is not None, "start the Envoy first"
     cpu = procfs.cpu_ns(envoy.pid) / 1e9
     rss = procfs.rss_kb(envoy.pid)
-    mappings = None
-    if memory:
-        kinds, count = procfs.memory_map(envoy.pid)
-        mappings = {**kinds, "wasm memories_count": count}
-    return StartSample(envoy.ready_seconds, cpu, rss["VmRSS"], rss["VmHWM"],
-                       tcmalloc_memory(envoy) if memory else None, mappings)
+    if not memory:
+        return StartSample(envoy.ready_seconds, cpu, rss["VmRSS"], rss["VmHWM"], None)
+    mappings, wasm_memories = procfs.memory_map(envoy.pid)
+    return StartSample(envoy.ready_seconds, cpu, rss["VmRSS"], rss["VmHWM"], tcmalloc_memory(envoy),
+                       mappings, wasm_memories)
 
 
 def start_rounds(variants: Sequence[Variant], rounds: int, *, concurrency: int = 1,
@@ -146,6 +146,7 @@ def summarise(samples: Sequence[StartSample]) -> dict[str, Any]:
         keys = set.intersection(*(set(s.memory or {}) for s in samples))
         out["memory"] = {k: med([(s.memory or {})[k] for s in samples]) for k in MEMORY_FIELDS if k in keys}
     if samples and all(s.mappings is not None for s in samples):
-        out["mappings"] = {k: med([(s.mappings or {})[k] for s in samples]) for k in (samples[0].mappings or {})}
+        out["mappings"] = {k: med([(s.mappings or {})[k] for s in samples]) for k in procfs.MAPPING_KINDS}
+        out["wasm_memories"] = med([s.wasm_memories or 0 for s in samples])
     out["starts"] = [asdict(s) for s in samples]
     return out
