@@ -27,3 +27,9 @@ def test_without_the_compiler_source_text_raises_import_error(pywasm_build):
     wasm = pywasm_build(PLUGINS / "plugin_hidden.py")
     assert _request_header(wasm, "x-compiler") == (
         "compile:ImportError:True,exec:ImportError:True,eval:ImportError:True")
+
+
+def test_objects_the_compiler_made_before_the_snapshot_survive_a_full_collection(pywasm_build):
+    """The AST node types exist in the snapshot's heap, so the garbage collector calls their
+    slots even though the compiler is gone (a trap here once took the VM down)."""
+    assert _request_header(pywasm_build(PLUGINS / "plugin_gc.py"), "x-gc") == "True,True"

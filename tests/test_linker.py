@@ -46,8 +46,17 @@ def _data(address: int, data: bytes) -> str:
     return f'(data (i32.const {address}) "{escaped}")'
 
 
+#: the function table's size: slots 1-6 hold the library's functions (table base 1)
+TABLE_SIZE = 7
+TYPE_TYPE = 0x1300  # PyType_Type
+HEAP_TYPE = 0x8058  # a type made at run time, in the heap
+#: where CPython 3.14's type object on wasm32 keeps these fields
+TP_NAME, TP_BASICSIZE, TP_FLAGS, TP_TRAVERSE, TP_INIT = 12, 16, 84, 92, 148
+NAMES = b"type\0ast.Load\0"  # at 0x1400: the types' names
+
+
 def fused_like_module(*, anchor: bool = True, c_api: dict[str, str] | None = None,
-                      extra: str = "") -> bytes:
+                      extra: str = "", heap_type: bool = True, type_size: int = 468) -> bytes:
     """A module with the shape the linker expects from meld.
 
     A "library" with memory base 0x1000 and table base 1 holds a builtin module `gone` nobody
@@ -56,6 +65,11 @@ def fused_like_module(*, anchor: bool = True, c_api: dict[str, str] | None = Non
     (0x1200) points at `PyInit_gone` (slot 1); `kept_by_table` (slot 3) is cited by live code
     (`import_builtin`, slot 4).
     `_initialize` and what only it calls must disappear.
+
+    The compiler, as CPython's: live code calls the entry point `_PyAST_Compile`, which calls
+    `init_types`; that makes the AST node types, citing their slots `ast_traverse` (5) and
+    `ast_type_init` (6), and calls `add_ast_annotations`; `ast_type_init` calls `init_types`
+    again (it runs once). With ``heap_type``, the snapshot's heap holds one such type.
     """
     api = c_api if c_api is not None else C_API
     funcs = [f'(func ${n} (export "{n}") {sig} unreachable)' for n, sig in api.items()]
@@ -74,10 +88,12 @@ def fused_like_module(*, anchor: bool = True, c_api: dict[str, str] | None = Non
       (global (export "libpython3.14.so:PyExc_TypeError") (mut i32) (i32.const 0x1100))
       (global (export "libpython3.14.so:PyExc_ImportError") (mut i32) (i32.const 0x1104))
       (global (export "libpython3.14.so:PyUnicode_Type") (mut i32) (i32.const 0x1108))
+      (global (export "libpython3.14.so:PyType_Type") (mut i32) (i32.const {TYPE_TYPE}))
       (table $imports (export "$imports") 1 1 funcref)
-      (table $fns (export "__indirect_function_table") 5 funcref)
+      (table $fns (export "__indirect_function_table") {TABLE_SIZE} funcref)
       (elem (table $imports) (i32.const 0) func $wall_stub)
-      (elem (table $fns) (i32.const 1) func $PyInit_gone $gone_method $kept_by_table $import_builtin)
+      (elem (table $fns) (i32.const 1) func $PyInit_gone $gone_method $kept_by_table $import_builtin
+        $ast_traverse $ast_type_init)
       {' '.join(funcs)}
       (func $wall_stub (param i32) unreachable)
       (func $__wasm_import_wall_clock_now (param i32) (local.get 0) (i32.const 0)
@@ -87,28 +103,53 @@ def fused_like_module(*, anchor: bool = True, c_api: dict[str, str] | None = Non
       (func $kept_by_table (result i32) (i32.const 1))
       (func $import_builtin (param i32) (result i32)
         (call $__wasm_import_wall_clock_now (i32.const 0))
+        (drop (call $_PyAST_Compile (i32.const 0)))
         (drop (i32.add (global.get $tb) (i32.const 2)))
         (i32.load (i32.add (i32.add (global.get $mb) (i32.const 0x200)) (local.get 0))))
       (func $__wasm_apply_data_relocs
         (i32.store (i32.add (i32.const 0x104) (global.get $mb)) (i32.add (global.get $tb) (i32.const 1)))
         (i32.store (i32.add (i32.const 0x200) (global.get $mb)) (i32.add (global.get $tb) (i32.const 0))))
+      (func $_PyAST_Compile (param i32) (result i32) (drop (call $init_types (i32.const 0))) (i32.const 0))
+      (func $init_types (param i32) (result i32)
+        (drop (i32.add (global.get $tb) (i32.const 4)))
+        (drop (i32.add (global.get $tb) (i32.const 5)))
+        (call $add_ast_annotations))
+      (func $add_ast_annotations (result i32) (i32.const 0))
+      (func $ast_traverse (param i32 i32 i32) (result i32) (i32.const 0))
+      (func $ast_type_init (param i32 i32 i32) (result i32) (call $init_types (i32.const 0)))
       (func $init_helper (result i32) (i32.const 7))
       (func $_initialize (export "_initialize") (drop (call $init_helper)) (call $__wasm_apply_data_relocs))
       {extra}
       {_data(0x1100, struct.pack("<4I", 0x70000000, 2, 0, 0))}
       {_data(0x1200, struct.pack("<I", 1))}
-      {_data(0x8008, _heap())}
+      {_data(TYPE_TYPE, _type(TYPE_TYPE, 0x1400, type_size, (1 << 31) | (1 << 12)))}
+      {_data(0x1400, NAMES)}
+      {_data(0x8008, _heap(heap_type))}
       {_data(ANCHOR_AT, anchor_bytes) if anchor else ""}
     )""")
 
 
-def _heap() -> bytes:
-    """dlmalloc chunks from __heap_base (0x8000): one in use, one freed with garbage left in
-    it, and the top chunk up to the end of memory (2 pages) less dlmalloc's footer."""
+def _type(meta: int, name: int, basicsize: int, flags: int, **slots: int) -> bytes:
+    """A type object (468 bytes, PyHeapTypeObject's size) of metatype ``meta``."""
+    words = bytearray(468)
+    for at, value in ((4, meta), (TP_NAME, name), (TP_BASICSIZE, basicsize), (TP_FLAGS, flags),
+                      *((globals()[k.upper()], v) for k, v in slots.items())):
+        struct.pack_into("<I", words, at, value)
+    return bytes(words)
+
+
+def _heap(heap_type: bool = True) -> bytes:
+    """dlmalloc chunks from __heap_base (0x8000): one in use, one in use holding a type object
+    (ast.Load, whose tp_traverse and tp_init are slots 5 and 6) unless ``heap_type`` is false,
+    one freed with garbage left in it, and the top chunk up to the end of memory (2 pages) less
+    dlmalloc's footer."""
     used = struct.pack("<II", 0, 0x40 | 1) + b"heap object".ljust(0x38, b"!")
+    made = (_type(TYPE_TYPE, 0x1405, 16, 1 << 12, tp_traverse=5, tp_init=6) if heap_type
+            else bytes(468)).ljust(0x1E0 - 8, b"\0")
+    typed = struct.pack("<II", 0, 0x1E0 | 1) + made
     freed = struct.pack("<II", 0, 0x80 | 1) + b"garbage!" * 15
-    top = struct.pack("<II", 0x80, (0x20000 - 0x38 - 0x8008 - 0xC0) & ~7)  # PINUSE clear
-    return used + freed + top
+    top = struct.pack("<II", 0x80, (0x20000 - 0x38 - 0x8008 - 0xC0 - 0x1E0) & ~7)  # PINUSE clear
+    return used + typed + freed + top
 
 
 def link_small(callbacks=("proxy_on_request_headers",), **kwargs):
@@ -162,12 +203,12 @@ def test_raw_hostcalls_get_method_records_in_the_anchor():
     assert (found.address, found.bind, found.context_entries) == (ANCHOR_AT, BIND, CONTEXT_ENTRIES)
     defs = found.area
     _, lo, _ = mod.tables[1]
-    assert lo == 5 + len(hostcalls.RAW_NAMES)  # the table grew by one slot per raw hostcall
+    assert lo == TABLE_SIZE + len(hostcalls.RAW_NAMES)  # the table grew by one slot per raw hostcall
     for n, name in enumerate(hostcalls.RAW_NAMES):
         ml_name, ml_meth, ml_flags, ml_doc = struct.unpack_from("<4I", memory, defs + 16 * n)
         assert memory[ml_name:memory.index(0, ml_name)].decode() == name
-        assert ml_meth == 5 + n and ml_flags == 0x80 and ml_doc == 0
-    raw_elem = next(e for e in mod.elems if e.offset_value == 5)
+        assert ml_meth == TABLE_SIZE + n and ml_flags == 0x80 and ml_doc == 0
+    raw_elem = next(e for e in mod.elems if e.offset_value == TABLE_SIZE)
     assert len(raw_elem.items) == len(hostcalls.RAW_NAMES)
 
 
@@ -178,6 +219,31 @@ def test_freed_heap_is_zeroed_and_data_packed():
     data = b"".join(d.data for d in mod.datas)
     assert b"heap object" in data and b"garbage!" in data and b"garbage!" * 2 not in data
     assert all(d.data[:1] != b"\0" and d.data[-1:] != b"\0" for d in mod.datas)
+
+
+def test_the_slots_of_a_type_made_before_the_snapshot_are_kept():
+    """The compiler's AST types live in the heap: the garbage collector calls their tp_traverse
+    through it. What only init_types reaches goes: it ran before the snapshot, once."""
+    out, report = link_small()
+    mod = Module.parse(out)
+    names = function_names(mod)
+    table = next(e for e in mod.elems if e.table == 1 and e.offset_value == 1)
+    assert [names.get(f) for f in table.items[4:6]] == ["ast_traverse", "ast_type_init"]
+    assert "add_ast_annotations" not in names.values() and report.compiler_removed
+    init_types = next(f for f, n in names.items() if n == "init_types")
+    body = mod.codes[init_types - len(mod.imported_functions)]
+    assert body.endswith(b"\x1a\x41\x7f\x0b")  # the stub's ImportError, then -1: failed
+
+
+def test_without_such_a_type_its_slots_are_removed():
+    table = next(e for e in Module.parse(link_small(heap_type=False)[0]).elems
+                 if e.table == 1 and e.offset_value == 1)
+    assert table.items[4:6] == [None, None]
+
+
+def test_type_objects_of_another_layout_are_refused():
+    with pytest.raises(linker.LinkError, match="not laid out as CPython 3.14's type object"):
+        link_small(type_size=400)
 
 
 def test_only_requested_callbacks_are_exported():

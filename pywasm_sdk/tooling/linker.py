@@ -34,7 +34,7 @@ from .. import _bridge
 from . import abi as abi_mod
 from . import bridge, prune, resources, snapshot, wasm_code
 from .wasm_binary import _Reader
-from .wasm_module import (Elem, Export, Global, Import, Module, const_i32, encode_uleb,
+from .wasm_module import (Elem, Export, Global, Import, Module, const_i32, encode_sleb, encode_uleb,
                           function_names, name_section)
 from . import wasm_tools
 
@@ -212,9 +212,15 @@ class _Linker:
         heap_base = self.mod.global_initial(self.export("__heap_base", _KIND_GLOBAL))
         if heap_base is None:
             raise LinkError("__heap_base is not a constant")
-        self.plan = prune.plan(self.mod, self.names, bytes(memory.bytes), heap_base,
-                               self.export(_FUNCTION_TABLE, _KIND_TABLE), set(anchor.modules),
-                               keep_compiler)
+        type_type = self.mod.global_initial(self.data_symbol("PyType_Type"))
+        if type_type is None:
+            raise LinkError("the address of PyType_Type is not a constant")
+        try:
+            self.plan = prune.plan(self.mod, self.names, bytes(memory.bytes), heap_base,
+                                   self.export(_FUNCTION_TABLE, _KIND_TABLE), set(anchor.modules),
+                                   keep_compiler, type_type)
+        except prune.LayoutError as exc:
+            raise LinkError(str(exc)) from None
         self.report.removed_modules = self.plan.modules
         self.report.compiler_removed = bool(self.plan.compiler)
         defs, messages = self._method_records(memory, anchor, raw)
@@ -347,10 +353,10 @@ class _Linker:
         # what is reached from the exports and the tables
         total = n_host + n_fused + len(self.added)
         compiler_stub = pre(self.stubs["pywasm:compiler_unavailable"])
-        cut = set(self.plan.compiler)
+        cut = self.plan.compiler
         for i in cut:
             if mod.function_type(i)[1] != b"\x7f":
-                raise LinkError(f"{self.names.get(i)}: a compiler entry point that does not return a pointer")
+                raise LinkError(f"{self.names.get(i)}: a compiler function to cut that does not return an i32")
         calls: list[list[int]] = [[] for _ in range(total)]
         for i, body in enumerate(mod.codes):
             if i in cut:
@@ -385,13 +391,16 @@ class _Linker:
         out.imports = [Import(m, n, _KIND_FUNC, self.host[(m, n)])
                        for i, (m, n) in enumerate(host_keys) if live[i]]
         fused_map = [final[n_host + i] for i in range(n_fused)]
+        kept: dict[int, int] = {}  # fused function -> bytes of its body here
         for i, (type_index, body) in enumerate(zip(mod.functions, mod.codes)):
             if live[n_host + i]:
                 out.functions.append(type_index)
-                if i in cut:  # no locals; return what the stub returns
-                    out.codes.append(b"\x00\x10" + encode_uleb(final[compiler_stub]) + b"\x0b")
+                if i in cut:  # no locals; the stub raises ImportError and returns 0 (NULL)
+                    fails = b"" if not cut[i] else b"\x1a" + b"\x41" + encode_sleb(cut[i])  # drop; i32.const
+                    out.codes.append(b"\x00\x10" + encode_uleb(final[compiler_stub]) + fails + b"\x0b")
                 else:
                     out.codes.append(wasm_code.rewrite(body, funcs=fused_map))
+                kept[i] = len(out.codes[-1])
         for n, a in enumerate(self.added):
             if live[n_host + n_fused + n]:
                 out.functions.append(a.type)
@@ -404,7 +413,6 @@ class _Linker:
         if keep_names:
             names = {final[n_host + i]: name for i, name in self.names.items() if live[n_host + i]}
             out.customs.append(("name", name_section(names)))
-        kept = {i for i in range(n_fused) if live[n_host + i]}
         entry_points = sorted({v for a in self.added for k, v in a.funcs if k == "fused" and isinstance(v, int)})
         origins = prune.code_origins(self.plan, kept, entry_points)
         origins["pywasm bridge"] = sum(len(a.body) for n, a in enumerate(self.added)

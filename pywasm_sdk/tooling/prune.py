@@ -20,26 +20,29 @@ The proof, on a graph of functions and static data:
   range of the C library each module bundles (SQLite for ``_sqlite3``, ...), plus what the cut
   compiler entry points called;
 - *live*: everything reached from every function that is not a candidate (start-up code
-  included: it may have stored function pointers anywhere in the heap). A candidate is removed
-  only if it is not live;
+  included: it may have stored function pointers anywhere in the heap), and from the slots and
+  static tables of every type object in the snapshot's heap (:func:`heap_roots`: the compiler,
+  a candidate, ran before the snapshot and made types). A candidate is removed only if it is
+  not live;
 - a guard against objects cut too finely: a candidate whose pointer is stored within
   :data:`GUARD` bytes after an address live code refers to is kept, with what it reaches.
 
 Removed functions' table slots become null; the removed modules' ``PyInit`` slots point at a
-function raising ``ImportError``, and so do the cut compiler entry points.
+function raising ``ImportError``, and so do the cut compiler entry points and the compiler's
+run-once initialisation (:data:`COMPILER_RUN_ONCE`).
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from . import wasm_code
 from .wasm_module import Module
 
-__all__ = ["COMPILER_ENTRY_POINTS", "GUARD", "Plan", "plan"]
+__all__ = ["COMPILER_ENTRY_POINTS", "COMPILER_RUN_ONCE", "GUARD", "HeapRoots", "LayoutError", "Plan", "heap_roots", "plan"]
 
 #: CPython entry points into its parser and compiler; each returns NULL (0) with an exception
 #: set on failure, which is what the replacement does.
@@ -51,6 +54,14 @@ COMPILER_ENTRY_POINTS = (
     # failing (PyAST_Check, which initialises every AST type) is about 90 kB of code
     "builtin_compile",
 )
+
+#: compiler functions that ran before the snapshot if anything can still reach them, and run
+#: only once: ``init_types`` makes the AST node types (``get_ast_state`` calls it under a
+#: once-flag, from compile() and from the AST types' own methods). Its types can be in the heap
+#: (their slots are kept: :func:`heap_roots`), but with its once-flag set in the snapshot it is
+#: never called again, so its body (and the 60 kB it reaches) goes; the replacement fails
+#: (-1, ImportError) should that ever be wrong.
+COMPILER_RUN_ONCE = ("init_types",)
 
 #: C libraries vendored into a builtin module: names of their functions. A library's
 #: functions are contiguous in the module (one object file), so the whole index range between
@@ -73,8 +84,9 @@ class Plan:
     removed: set[int] = field(default_factory=set)  # defined-function indices
     modules: list[str] = field(default_factory=list)  # builtin modules removed
     module_inits: dict[int, str] = field(default_factory=dict)  # table slot -> module
-    compiler: list[int] = field(default_factory=list)  # functions whose body is replaced
+    compiler: dict[int, int] = field(default_factory=dict)  # function -> what its replacement returns
     guarded: int = 0  # candidates kept by the guard
+    heap_types: int = 0  # type objects in the snapshot's heap, whose slots were kept
     candidates: set[int] = field(default_factory=set)  # what was considered for removal
     graph: _Graph | None = field(default=None, repr=False)
     inits: dict[str, int] = field(default_factory=dict)  # builtin module -> its PyInit function
@@ -146,13 +158,13 @@ class _Graph:
         return k if k >= 0 else None
 
     def closure(self, functions: list[int], slot_override: Mapping[int, int | None],
-                opaque: set[int]) -> tuple[set[int], set[int]]:
-        """Functions and objects reached from ``functions``; the edges of ``opaque`` functions
-        (whose bodies will be replaced) are not followed."""
+                opaque: set[int], root_objects: Iterable[int] = ()) -> tuple[set[int], set[int]]:
+        """Functions and objects reached from ``functions`` and ``root_objects``; the
+        edges of ``opaque`` functions (whose bodies will be replaced) are not followed."""
         seen_f: set[int] = set()
-        seen_o: set[int] = set()
+        seen_o: set[int] = set(root_objects)
         todo = list(functions)
-        objects: list[int] = []
+        objects = list(seen_o)
         slots, lo, hi, size = self.slots, self.static[0], self.static[1], self.size
 
         def slot(s: int) -> None:
@@ -219,9 +231,96 @@ def _own_data(g: _Graph, o: int, removable: set[int]) -> bool:
     return bool(citing) and citing <= removable and not (before & removable)
 
 
+class LayoutError(ValueError):
+    """The snapshot's type objects are not laid out as this module reads them."""
+
+
+#: CPython 3.14's type object on wasm32 (Include/cpython/object.h), the layout
+#: componentize-py's interpreter has: where a type keeps its name and flags, the flag that
+#: marks a metatype, and the size of a type made at run time (PyHeapTypeObject), which is
+#: checked against PyType_Type's own tp_basicsize
+_OB_TYPE, _TP_NAME, _TP_BASICSIZE, _TP_FLAGS = 4, 12, 16, 84
+_TYPE_SUBCLASS, _TYPE_READY = 1 << 31, 1 << 12
+_HEAP_TYPE_SIZE = 468
+#: the type's own function pointers: tp_dealloc, tp_getattr, tp_setattr, tp_repr, tp_hash,
+#: tp_call, tp_str, tp_getattro, tp_setattro, tp_traverse, tp_clear, tp_richcompare, tp_iter,
+#: tp_iternext, tp_descr_get, tp_descr_set, tp_init, tp_alloc, tp_new, tp_free, tp_is_gc,
+#: tp_del, tp_finalize, tp_vectorcall
+_TYPE_FUNCTIONS = (24, 32, 36, 44, 60, 64, 68, 72, 76, 92, 96, 100, 108, 112, 136, 140,
+                   148, 152, 156, 160, 164, 188, 196, 200)
+#: its pointers to static tables: tp_methods, tp_members, tp_getset, tp_base
+_TYPE_TABLES = (116, 120, 124, 128)
+#: a heap type's own method tables follow the type object (208 bytes): as_async, as_number,
+#: as_mapping, as_sequence, as_buffer, 55 words of function pointers (or 0)
+_HEAP_TYPE_SLOTS = range(208, 208 + 55 * 4, 4)
+
+
+@dataclass
+class HeapRoots:
+    """What the types made before the snapshot keep: their functions are called through
+    pointers stored in the heap, which no static edge shows."""
+
+    slots: set[int] = field(default_factory=set)  # table slots
+    addresses: set[int] = field(default_factory=set)  # addresses of static data
+    types: int = 0  # type objects found in the heap
+
+
+def heap_roots(memory: bytes, heap_base: int, type_type: int, static: tuple[int, int],
+               table_size: int) -> HeapRoots:
+    """The functions and static tables of the type objects made at run time (in the heap).
+
+    Code that runs while the plugin is pre-initialised can make types (``PyType_FromSpec``):
+    CPython's compiler makes the AST node types, for one, and its singletons such as
+    ``ast.Load()`` stay in the heap. Their slots (``tp_traverse``, ``tp_dealloc``, ...) are
+    called later, by the garbage collector among others, through the copy in the heap.
+    """
+    lo, hi = static
+    word = memoryview(memory)[:len(memory) // 4 * 4].cast("I")
+
+    def u32(address: int) -> int:
+        return word[address // 4] if 0 <= address and address + 4 <= len(memory) else 0
+
+    def name(address: int) -> bytes:
+        end = memory.find(b"\0", address, address + 256) if 0 < address < len(memory) else -1
+        return memory[address:end] if end > address else b""
+
+    if (name(u32(type_type + _TP_NAME)) != b"type" or not u32(type_type + _TP_FLAGS) & _TYPE_SUBCLASS
+            or u32(type_type + _TP_BASICSIZE) != _HEAP_TYPE_SIZE):
+        raise LayoutError(f"PyType_Type (at {type_type:#x}) is not laid out as CPython 3.14's type "
+                          f"object on wasm32 (name 'type' at +{_TP_NAME}, the type-subclass flag at "
+                          f"+{_TP_FLAGS}, tp_basicsize {_HEAP_TYPE_SIZE})")
+    roots = HeapRoots()
+    metatypes, todo = {type_type}, [type_type]
+    while todo:
+        meta = todo.pop()
+        for found in re.finditer(re.escape(meta.to_bytes(4, "little")), memory):
+            t = found.start() - _OB_TYPE
+            if t % 4 or t < 0 or not _is_type(name(u32(t + _TP_NAME)), u32(t + _TP_FLAGS),
+                                              u32(t + _TP_BASICSIZE)):
+                continue  # the metatype's address in another field (a tuple's item, tp_base)
+            if u32(t + _TP_FLAGS) & _TYPE_SUBCLASS and t not in metatypes:
+                metatypes.add(t)
+                todo.append(t)
+            if t < heap_base:
+                continue  # a static type: its pointers are relocated words, seen statically
+            roots.types += 1
+            for at in (*_TYPE_FUNCTIONS, *_HEAP_TYPE_SLOTS):
+                if 0 < (v := u32(t + at)) < table_size:
+                    roots.slots.add(v)
+            roots.addresses.update(v for at in _TYPE_TABLES if lo <= (v := u32(t + at)) < hi)
+    return roots
+
+
+def _is_type(name: bytes, flags: int, basicsize: int) -> bool:
+    """Whether these fields can be a ready type's: a printable name, the ready flag and room
+    for an object header (what is not a type fails one of them in practice)."""
+    return bool(re.fullmatch(rb"[ -~]+", name)) and bool(flags & _TYPE_READY) and 8 <= basicsize < 1 << 20
+
+
 def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, table: int,
-         keep_modules: set[str], keep_compiler: bool) -> Plan:
-    """What to remove from a fused module (indices of its defined functions)."""
+         keep_modules: set[str], keep_compiler: bool, type_type: int) -> Plan:
+    """What to remove from a fused module (indices of its defined functions); ``type_type`` is
+    the address of ``PyType_Type``."""
     result = Plan()
     by_name: dict[str, int] = {}
     for i, n in names.items():
@@ -229,7 +328,9 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
     inits = {n[len("PyInit_"):]: i for n, i in by_name.items() if n.startswith("PyInit_")}
     result.inits = inits
     result.modules = sorted(m for m in inits if m not in keep_modules)
-    cut = [] if keep_compiler else [by_name[n] for n in COMPILER_ENTRY_POINTS if n in by_name]
+    cut = {} if keep_compiler else {
+        **{by_name[n]: 0 for n in COMPILER_ENTRY_POINTS if n in by_name},  # NULL: failed
+        **{by_name[n]: -1 for n in COMPILER_RUN_ONCE if n in by_name}}
     libraries: list[range] = []
     for module in result.modules:
         pattern = BUNDLED_LIBRARIES.get(module)
@@ -253,8 +354,12 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
     init_slots: dict[int, int | None] = {s: None for s, f in enumerate(g.slots) if f in removed_inits}
     result.module_inits = {s: names[g.slots[s]][len("PyInit_"):] for s in init_slots}  # type: ignore[index]
     rest = [f for f in range(len(mod.codes)) if f not in candidates]
+    roots = heap_roots(memory, heap_base, type_type, g.static, g.size)
+    result.heap_types = roots.types
+    rest += sorted({f for s in roots.slots if s not in init_slots and (f := g.slots[s]) is not None})
+    root_objects = {o for a in roots.addresses if (o := g.object(a)) is not None}
     while True:
-        live, live_objects = g.closure(rest, init_slots, set(cut))
+        live, live_objects = g.closure(rest, init_slots, set(cut), root_objects)
         removed = candidates - live
         # the guard: a pointer in an object that directly follows a live one may belong to
         # the live one (objects are cut where code refers, not where they really end)
@@ -280,8 +385,9 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
 _RUNTIME = re.compile(r"::|^<|^_ZN|^wit_dylib|^cabi_|^componentize_py")
 
 
-def code_origins(plan: Plan, kept: set[int], entry_points: list[int]) -> dict[str, int]:
-    """Bytes of code of the kept functions by where they come from: each builtin C module the
+def code_origins(plan: Plan, kept: Mapping[int, int], entry_points: list[int]) -> dict[str, int]:
+    """Bytes of code of the kept functions (function -> bytes of its body) by where they come
+    from: each builtin C module the
     plugin uses (what only its ``PyInit`` reaches), componentize-py's runtime, and the rest of
     CPython and libc (what the bridge's calls into the C API reach)."""
     g = plan.graph
@@ -301,5 +407,5 @@ def code_origins(plan: Plan, kept: set[int], entry_points: list[int]) -> dict[st
         name = g.names.get(f, "")
         origin = ("componentize-py runtime (unused, Rust)" if _RUNTIME.search(name)
                   else owner.get(f, "CPython core and libc"))
-        sizes[origin] = sizes.get(origin, 0) + len(g.mod.codes[f])
+        sizes[origin] = sizes.get(origin, 0) + kept[f]
     return dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
