@@ -66,6 +66,10 @@ def fused_like_module(*, anchor: bool = True, c_api: dict[str, str] | None = Non
     (`import_builtin`, slot 4).
     `_initialize` and what only it calls must disappear.
 
+    componentize-py's runtime: `PyInit_componentize_py_runtime`, and the component's export
+    `pywasm-unused` reaching the runtime's dispatch, which live code does not reach; live code
+    calls one of its functions (`pyo3::convert`).
+
     The compiler, as CPython's: live code calls the entry point `_PyAST_Compile`, which calls
     `init_types`; that makes the AST node types, citing their slots `ast_traverse` (5) and
     `ast_type_init` (6), and calls `add_ast_annotations`; `ast_type_init` calls `init_types`
@@ -104,6 +108,7 @@ def fused_like_module(*, anchor: bool = True, c_api: dict[str, str] | None = Non
       (func $import_builtin (param i32) (result i32)
         (call $__wasm_import_wall_clock_now (i32.const 0))
         (drop (call $_PyAST_Compile (i32.const 0)))
+        (drop (call $pyo3::convert))
         (drop (i32.add (global.get $tb) (i32.const 2)))
         (i32.load (i32.add (i32.add (global.get $mb) (i32.const 0x200)) (local.get 0))))
       (func $__wasm_apply_data_relocs
@@ -117,6 +122,11 @@ def fused_like_module(*, anchor: bool = True, c_api: dict[str, str] | None = Non
       (func $add_ast_annotations (result i32) (i32.const 0))
       (func $ast_traverse (param i32 i32 i32) (result i32) (i32.const 0))
       (func $ast_type_init (param i32 i32 i32) (result i32) (call $init_types (i32.const 0)))
+      (func $PyInit_componentize_py_runtime (result i32) (call $componentize_py_runtime::init))
+      (func $componentize_py_runtime::init (result i32) (i32.const 0))
+      (func $componentize_py_runtime::dispatch (drop (call $pyo3::convert)))
+      (func $pyo3::convert (result i32) (i32.const 0))
+      (func $pywasm-unused (export "pywasm-unused") (call $componentize_py_runtime::dispatch))
       (func $init_helper (result i32) (i32.const 7))
       (func $_initialize (export "_initialize") (drop (call $init_helper)) (call $__wasm_apply_data_relocs))
       {extra}
@@ -178,10 +188,19 @@ def test_small_module_links_into_a_module_envoy_accepts():
 
 def test_unused_builtin_modules_and_startup_code_are_removed():
     out, report = link_small()
-    assert report.removed_modules == ["gone"]
+    assert report.removed_modules == ["componentize_py_runtime", "gone"]
     names = set(function_names(Module.parse(out)).values())
     assert {"kept_by_table", "import_builtin", "malloc", "PyObject_Vectorcall"} <= names
     assert not {"PyInit_gone", "gone_method", "_initialize", "init_helper", "wall_stub"} & names
+
+
+def test_componentize_py_runtime_goes_but_what_live_code_calls():
+    out, report = link_small()
+    names = set(function_names(Module.parse(out)).values())
+    assert "componentize_py_runtime" in report.removed_modules
+    assert "pyo3::convert" in names
+    assert not {"pywasm-unused", "componentize_py_runtime::dispatch", "componentize_py_runtime::init",
+                "PyInit_componentize_py_runtime"} & names
 
 
 def test_a_removed_module_raises_importerror_where_its_init_was():

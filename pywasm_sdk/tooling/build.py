@@ -159,7 +159,7 @@ _bridge.drop_zip_imports()
 # the entry surface's functions, bound to the one runtime the plugin registered in
 _ENTRIES = {{name: getattr(_entry, name) for name in {callbacks!r} + list(_bridge.CONTEXT_ENTRIES)}}
 # the linker finds the Python side through the anchor, and keeps the builtin modules it names
-ANCHOR = _bridge.anchor(_ENTRIES, _bridge.builtin_modules_in_use() + ["componentize_py_runtime"],
+ANCHOR = _bridge.anchor(_ENTRIES, _bridge.builtin_modules_in_use(),
                         eager_delete=_entry.streams_observe_delete())
 # the import system's per-folder caches hold the build's folders: their listings (files beside
 # the plugin that it never imported) and their modification times; the proxy has no files

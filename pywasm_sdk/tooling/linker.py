@@ -215,14 +215,6 @@ class _Linker:
         type_type = self.mod.global_initial(self.data_symbol("PyType_Type"))
         if type_type is None:
             raise LinkError("the address of PyType_Type is not a constant")
-        try:
-            self.plan = prune.plan(self.mod, self.names, bytes(memory.bytes), heap_base,
-                                   self.export(_FUNCTION_TABLE, _KIND_TABLE), set(anchor.modules),
-                                   keep_compiler, type_type)
-        except prune.LayoutError as exc:
-            raise LinkError(str(exc)) from None
-        self.report.removed_modules = self.plan.modules
-        self.report.compiler_removed = bool(self.plan.compiler)
         defs, messages = self._method_records(memory, anchor, raw)
         if not all(anchor.context_entries):
             raise LinkError(f"the anchor has no {' or '.join(_bridge.CONTEXT_ENTRIES)}")
@@ -244,6 +236,14 @@ class _Linker:
         if sorted(raw_refs) != sorted(raw):
             raise LinkError("the bridge does not define every raw hostcall")
         self._bridge_wasi()
+        try:
+            self.plan = prune.plan(self.mod, self.names, bytes(memory.bytes), heap_base,
+                                   self.export(_FUNCTION_TABLE, _KIND_TABLE), set(anchor.modules),
+                                   keep_compiler, type_type, self._called_by_bridges())
+        except prune.LayoutError as exc:
+            raise LinkError(str(exc)) from None
+        self.report.removed_modules = self.plan.modules
+        self.report.compiler_removed = bool(self.plan.compiler)
         slots = self._place_raw_functions(memory, [raw_refs[n] for n in raw], defs)
         module_exports.append((self.abi.memory_export, _KIND_MEMORY, self.export("memory", _KIND_MEMORY)))
         self.report.raw_hostcalls = len(slots)
@@ -258,6 +258,10 @@ class _Linker:
         wasm_mod.datas = snapshot.pack(memory)
         self.report.data_segments = len(wasm_mod.datas)
         return wasm_mod.encode()
+
+    def _called_by_bridges(self) -> list[int]:
+        """The fused module's functions that the merged bridges call."""
+        return sorted({v for a in self.added for k, v in a.funcs if k == "fused" and isinstance(v, int)})
 
     def _method_records(self, memory: snapshot.Memory, anchor: snapshot.Anchor,
                         raw: list[str]) -> tuple[int, dict[str, int]]:
@@ -413,8 +417,7 @@ class _Linker:
         if keep_names:
             names = {final[n_host + i]: name for i, name in self.names.items() if live[n_host + i]}
             out.customs.append(("name", name_section(names)))
-        entry_points = sorted({v for a in self.added for k, v in a.funcs if k == "fused" and isinstance(v, int)})
-        origins = prune.code_origins(self.plan, kept, entry_points)
+        origins = prune.code_origins(self.plan, kept, self._called_by_bridges())
         origins["pywasm bridge"] = sum(len(a.body) for n, a in enumerate(self.added)
                                        if live[n_host + n_fused + n])
         self.report.code_origins = origins

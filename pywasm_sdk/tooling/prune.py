@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from . import wasm_code
+from .abi import UNUSED_EXPORT
 from .wasm_module import Module
 
 __all__ = ["COMPILER_ENTRY_POINTS", "COMPILER_RUN_ONCE", "GUARD", "HeapRoots", "LayoutError", "Plan", "heap_roots", "plan"]
@@ -73,6 +74,16 @@ BUNDLED_LIBRARIES = {
     "zlib": r"^(deflate|inflate)$",
 }
 
+#: componentize-py's runtime: the builtin module ``componentize_py_runtime`` (Rust: pyo3,
+#: wit-dylib, std) that runs a component's exports and imports, and the glue meld made for
+#: them (the component's exports, and the functions without a name: adapters and
+#: trampolines). The bridges do that job, and the build does not keep the module unless the
+#: plugin names it, so all of it is a candidate; what CPython, libc or the bridges reach of it
+#: (the trampoline through which the fused module exports malloc, for one) stays.
+RUNTIME_MODULE = "componentize_py_runtime"
+_RUNTIME = re.compile(r"::|^<|^_ZN|^wit_dylib|^cabi_|^componentize_py|^exports#|^%s$"
+                      % re.escape(UNUSED_EXPORT))
+
 #: bytes after a live reference within which a stored pointer keeps its function
 GUARD = 4096
 
@@ -94,7 +105,7 @@ class Plan:
 
 class _Graph:
     def __init__(self, mod: Module, names: dict[int, str], memory: bytes, static: tuple[int, int],
-                 table: int, libraries: list[range]) -> None:
+                 table: int, libraries: list[Collection[int]]) -> None:
         self.mod, self.names, self.static = mod, names, static
         n_imported = len(mod.imported_functions)
         if n_imported:
@@ -142,6 +153,11 @@ class _Graph:
                             self.start_referrers.setdefault(v, set()).add(i)
                     elif v < self.size and (k == 0 or values[g] in table_bases):
                         s.append(v)
+            # a trampoline to a slot by its number: how the fused module exports a function
+            # that the dynamic linker resolved through the table (malloc, for one)
+            hit = wasm_code.trampoline_slot(mod.codes[i])
+            if hit is not None and hit[1] == table and 0 <= hit[0] < self.size:
+                s.append(hit[0])
             self.data_refs.append(d)
             self.slot_refs.append(s)
         starts.update(v for v in self.relocs.values() if lo <= v < hi)
@@ -318,9 +334,10 @@ def _is_type(name: bytes, flags: int, basicsize: int) -> bool:
 
 
 def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, table: int,
-         keep_modules: set[str], keep_compiler: bool, type_type: int) -> Plan:
+         keep_modules: set[str], keep_compiler: bool, type_type: int,
+         entry_points: Iterable[int] = ()) -> Plan:
     """What to remove from a fused module (indices of its defined functions); ``type_type`` is
-    the address of ``PyType_Type``."""
+    the address of ``PyType_Type``, ``entry_points`` the functions the bridges call."""
     result = Plan()
     by_name: dict[str, int] = {}
     for i, n in names.items():
@@ -331,13 +348,16 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
     cut = {} if keep_compiler else {
         **{by_name[n]: 0 for n in COMPILER_ENTRY_POINTS if n in by_name},  # NULL: failed
         **{by_name[n]: -1 for n in COMPILER_RUN_ONCE if n in by_name}}
-    libraries: list[range] = []
+    libraries: list[Collection[int]] = []
     for module in result.modules:
         pattern = BUNDLED_LIBRARIES.get(module)
         if pattern:
             members = [i for i, n in names.items() if re.search(pattern, n)]
             if members:
                 libraries.append(range(min(members), max(members) + 1))
+        elif module == RUNTIME_MODULE:
+            libraries.append(frozenset(i for i in range(len(mod.codes))
+                                       if i not in names or _RUNTIME.search(names[i])))
     static_lo = min((d.offset for d in mod.datas if d.offset is not None), default=0)
     g = result.graph = _Graph(mod, names, memory, (static_lo, heap_base), table, libraries)
     if not result.modules and not cut:
@@ -353,7 +373,7 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
 
     init_slots: dict[int, int | None] = {s: None for s, f in enumerate(g.slots) if f in removed_inits}
     result.module_inits = {s: names[g.slots[s]][len("PyInit_"):] for s in init_slots}  # type: ignore[index]
-    rest = [f for f in range(len(mod.codes)) if f not in candidates]
+    rest = [f for f in range(len(mod.codes)) if f not in candidates] + sorted(entry_points)
     roots = heap_roots(memory, heap_base, type_type, g.static, g.size)
     result.heap_types = roots.types
     rest += sorted({f for s in roots.slots if s not in init_slots and (f := g.slots[s]) is not None})
@@ -381,8 +401,6 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
     return result
 
 
-#: names of componentize-py's runtime (Rust, with pyo3 and wit-dylib): the bridge does its job
-_RUNTIME = re.compile(r"::|^<|^_ZN|^wit_dylib|^cabi_|^componentize_py")
 
 
 def code_origins(plan: Plan, kept: Mapping[int, int], entry_points: list[int]) -> dict[str, int]:
