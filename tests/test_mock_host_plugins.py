@@ -730,6 +730,39 @@ def test_stream_contexts_can_be_made_lazily_and_forgotten_in_bulk(tmp_path):
         assert not host.logs.find("raised")
 
 
+def test_forgetting_in_bulk_runs_on_delete_per_class_and_survives_one_that_raises(tmp_path):
+    """A batch of streams of several classes (a custom factory's): plain ones are dropped,
+    on_delete runs for the others, and one that raises is logged without stopping the rest."""
+    (tmp_path / "mixed.py").write_text(
+        "from pywasm_sdk import HttpContext, RootContext, register\n"
+        "class Plain(HttpContext):\n"
+        "    pass\n"
+        "class Noisy(HttpContext):\n"
+        "    def on_delete(self):\n"
+        "        self.root.deleted.append(self.context_id)\n"
+        "        if self.context_id % 2:\n"
+        "            raise RuntimeError('odd')\n"
+        "class Root(RootContext):\n"
+        "    deleted = []\n"
+        "    def new_http_context(self, context_id):\n"
+        "        return (Plain if context_id % 3 == 0 else Noisy)(context_id, self)\n"
+        "register(Root)\n")
+    with MockHost.from_plugin(tmp_path / "mixed.py") as host:
+        streams = [host.http_stream() for _ in range(6)]
+        for stream in streams:
+            stream.send_request_headers(request("/"))
+        runtime, ids = host._guest.runtime, [s.context_id for s in streams]
+        # as the bridge does: in the next callback that enters Python (here the root's tick)
+        with host.state.callback(host.root_context_id, "proxy_on_tick"), host._guest._sandbox:
+            runtime.entry_points()["forget_contexts"](ids)
+        assert all(i not in runtime.contexts for i in ids)
+        assert runtime.roots[host.root_context_id].deleted == [i for i in ids if i % 3]
+        # the first raise is logged (its repeats are counted), and the streams after it still ran
+        first = next(i for i in ids if i % 3 and i % 2)
+        assert host.logs.find(f"on_delete raised (context {first})") and ids[-1] in runtime.roots[
+            host.root_context_id].deleted
+
+
 def test_forgetting_in_bulk_drops_a_stream_and_closes_what_waits_for_it(tmp_path):
     """The bridge's batch of deleted streams: a stream without on_delete and nothing pending is
     only dropped; one awaiting a call has the call forgotten and its coroutine closed."""
