@@ -22,7 +22,8 @@ traceback and the callback answers a default, so a plugin bug never traps the VM
 An answer the ABI cannot carry (an action that is not an int, an ``async def`` where the proxy
 needs the answer at once) is such an exception too. Raise :class:`ConfigurationError` from
 on_configure/on_vm_start to reject a configuration with a one-line message instead of a
-traceback. ``end_of_stream`` arrives as 0/1 and reaches the plugin as a bool.
+traceback. ``end_of_stream`` arrives as a bool (the bridge makes it with ``PyBool_FromLong``, the
+native mock host with ``bool()``) and reaches the plugin as it is.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def _action_callback(rt: Runtime, spec: CallbackSpec) -> Callable[..., int]:
             rt.effective = context_id
             try:
                 ctx = contexts.get(context_id)
-                r = getattr(ctx if ctx is not None else rt.lazy(context_id), where)(size, end_of_stream != 0)
+                r = getattr(ctx if ctx is not None else rt.lazy(context_id), where)(size, end_of_stream)
                 if r is None:
                     return _CONTINUE
                 return r if r.__class__ is _ACTION else _other_action(rt, r, context_id, resume, where)

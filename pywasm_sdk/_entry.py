@@ -5,7 +5,7 @@ Who calls what:
 - ``finish_import(real_paths, source_folders)``: the generated entry module (``pywasm build``),
   once, at the end of pre-initialisation, after it imported the plugin.
 - ``proxy_on_*``: one function per ABI callback (all of ``CALLBACKS``), with exactly the ABI's
-  parameters as ints (``end_of_stream`` as 0/1 or a bool), returning an int (an Action), a
+  parameters as ints (a ``bool`` one, ``end_of_stream``, as a bool), returning an int (an Action), a
   bool or None as the ABI says, and never raising: the exception boundary is inside. Each
   exported ``proxy_on_*`` of the module ends in the function of the same name here: the entry
   module puts them in the anchor (:mod:`._bridge`) and the bridge calls them with

@@ -247,8 +247,11 @@ class NativeGuest:
     def call(self, name: str, args: tuple[int, ...]) -> int | None:
         if self._callbacks is None:
             raise HostMisuseError(f"the native plugin {self.source.main_file} is closed")
+        # a bool parameter (end_of_stream) arrives as a bool, as the bridge makes it (PyBool_FromLong)
+        params = self._abi.callbacks[name].params
+        called = tuple(bool(a) if p.type == "bool" else a for p, a in zip(params, args)) + args[len(params):]
         with self._sandbox:  # print/stderr/logging go to the proxy log, as in the .wasm
-            result = self._callbacks[name](*args)
+            result = self._callbacks[name](*called)
         return self._check_result(name, args[0] if args else 0, result)
 
     def _check_result(self, name: str, context_id: int, result: Any) -> int | None:
