@@ -298,7 +298,7 @@ class Runtime:
                    if getattr(cls, "on_delete", Context.on_delete) is not Context.on_delete}
         if observe:
             for context_id, ctx in zip(context_ids, gone):
-                if ctx.__class__ in observe:
+                if ctx is not None and ctx.__class__ in observe:
                     try:
                         _run_on_delete(ctx)
                     except BaseException:

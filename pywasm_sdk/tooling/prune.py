@@ -18,12 +18,13 @@ The proof, on a graph of functions and static data:
   pointers and data pointers. Static data is cut into objects at every address code refers to;
 - *candidates*: what the removed modules' ``PyInit`` functions reach, plus the function index
   range of the C library each module bundles (SQLite for ``_sqlite3``, ...), plus what the cut
-  compiler entry points called;
+  compiler entry points called, plus componentize-py's runtime and meld's glue
+  (:data:`RUNTIME_MODULE`);
 - *live*: everything reached from every function that is not a candidate (start-up code
-  included: it may have stored function pointers anywhere in the heap), and from the slots and
-  static tables of every type object in the snapshot's heap (:func:`heap_roots`: the compiler,
-  a candidate, ran before the snapshot and made types). A candidate is removed only if it is
-  not live;
+  included: it may have stored function pointers anywhere in the heap), from the functions the
+  linker's bridges call, and from the slots and static tables of every type object in the
+  snapshot's heap (:func:`heap_roots`: the compiler, a candidate, ran before the snapshot and
+  made types). A candidate is removed only if it is not live;
 - a guard against objects cut too finely: a candidate whose pointer is stored within
   :data:`GUARD` bytes after an address live code refers to is kept, with what it reaches.
 
@@ -43,7 +44,8 @@ from . import wasm_code
 from .abi import UNUSED_EXPORT
 from .wasm_module import Module
 
-__all__ = ["COMPILER_ENTRY_POINTS", "COMPILER_RUN_ONCE", "GUARD", "HeapRoots", "LayoutError", "Plan", "heap_roots", "plan"]
+__all__ = ["COMPILER_ENTRY_POINTS", "COMPILER_RUN_ONCE", "GUARD", "RUNTIME_MODULE", "HeapRoots",
+           "LayoutError", "Plan", "heap_roots", "plan"]
 
 #: CPython entry points into its parser and compiler; each returns NULL (0) with an exception
 #: set on failure, which is what the replacement does.
@@ -97,7 +99,6 @@ class Plan:
     module_inits: dict[int, str] = field(default_factory=dict)  # table slot -> module
     compiler: dict[int, int] = field(default_factory=dict)  # function -> what its replacement returns
     guarded: int = 0  # candidates kept by the guard
-    heap_types: int = 0  # type objects in the snapshot's heap, whose slots were kept
     candidates: set[int] = field(default_factory=set)  # what was considered for removal
     graph: _Graph | None = field(default=None, repr=False)
     inits: dict[str, int] = field(default_factory=dict)  # builtin module -> its PyInit function
@@ -375,7 +376,6 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
     result.module_inits = {s: names[g.slots[s]][len("PyInit_"):] for s in init_slots}  # type: ignore[index]
     rest = [f for f in range(len(mod.codes)) if f not in candidates] + sorted(entry_points)
     roots = heap_roots(memory, heap_base, type_type, g.static, g.size)
-    result.heap_types = roots.types
     rest += sorted({f for s in roots.slots if s not in init_slots and (f := g.slots[s]) is not None})
     root_objects = {o for a in roots.addresses if (o := g.object(a)) is not None}
     while True:
