@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pywasm_sdk.testing import MockHost
+from pywasm_sdk.tooling import envoy as E
 
 PLUGINS = Path(__file__).parent / "plugins" / "compiler"
 REQUEST = [(":method", "GET"), (":path", "/"), (":authority", "a"), (":scheme", "http")]
@@ -33,3 +36,18 @@ def test_objects_the_compiler_made_before_the_snapshot_survive_a_full_collection
     """The AST node types exist in the snapshot's heap, so the garbage collector calls their
     slots even though the compiler is gone (a trap here once took the VM down)."""
     assert _request_header(pywasm_build(PLUGINS / "plugin_gc.py"), "x-gc") == "True,True"
+
+
+@pytest.mark.envoy
+def test_a_full_collection_leaves_the_vm_alive_in_envoy(pywasm_build):
+    """The same plugin in Envoy's V8: the collection over the AST types runs, and the VM serves
+    the next request too."""
+    wasm = pywasm_build(PLUGINS / "plugin_gc.py")
+    with E.EchoUpstream() as upstream:
+        port = E.free_port()
+        config = E.http_bootstrap(wasm_path=wasm, listener_port=port, upstream=upstream.address,
+                                  admin_port=E.free_port())
+        with E.Envoy(config):
+            for _ in range(2):
+                status, _headers, _body = E.http_request(port, "/")
+                assert status == 200 and upstream.requests[-1]["headers"]["x-gc"] == "True,True"
