@@ -47,7 +47,6 @@ if str(REPO) not in sys.path:
 
 from pywasm_sdk.tooling import envoy as E  # noqa: E402
 from pywasm_sdk.tooling.bench import procfs, starts  # noqa: E402
-from pywasm_sdk.tooling.bench.procfs import MAPPING_KINDS  # noqa: E402
 from pywasm_sdk.tooling.bench.modules import SIZE_PARTS, section_sizes, size_text, wasm_from_wat  # noqa: E402
 from pywasm_sdk.tooling.bench.plugin import finish_run  # noqa: E402
 from pywasm_sdk.tooling.run import cached_build  # noqa: E402
@@ -152,13 +151,13 @@ def report(r: dict[str, Any]) -> str:
         add(name.ljust(w) + f"{m['allocated']:>11.1f}{m['pageheap_free']:>15.1f}"
             f"{m['thread_caches']:>15.1f}{m['rest_of_rss']:>13.1f}")
     add("")
-    add("RSS by mapping at c1 (MB)".ljust(w) + "".join(f"{k:>17}" for k in MAPPING_KINDS))
+    add("RSS by mapping at c1 (MB)".ljust(w) + "".join(f"{k:>17}" for k in procfs.MAPPING_KINDS))
     for name in names:
         d = r["variants"][name]["derived"]
         m = d["mappings_mb_c1"]
         if m:
             cells = [f"{m[k]:.1f}" + (f" ({d['wasm_memories_c1']:g})" if k == "wasm memories" else "")
-                     for k in MAPPING_KINDS]
+                     for k in procfs.MAPPING_KINDS]
             add(name.ljust(w) + "".join(f"{c:>17}" for c in cells))
     noise = r["noise"]
     add("")

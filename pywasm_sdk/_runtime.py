@@ -294,6 +294,8 @@ class Runtime:
         # with nothing waiting for them are dropped at once, and on_delete runs for those whose
         # class has one of its own, tested once per class in the batch rather than per stream
         gone = [contexts.pop(context_id, None) for context_id in context_ids]
+        # _overrides(cls, Context, "on_delete") written out: a call per class is about 1,500
+        # wasm instructions (+100 per stream at a batch of 32, measured with costs.py's fuel)
         observe = {cls for cls in {ctx.__class__ for ctx in gone}
                    if getattr(cls, "on_delete", Context.on_delete) is not Context.on_delete}
         if observe:

@@ -49,7 +49,6 @@ def _data(address: int, data: bytes) -> str:
 #: the function table's size: slots 1-6 hold the library's functions (table base 1)
 TABLE_SIZE = 7
 TYPE_TYPE = 0x1300  # PyType_Type
-HEAP_TYPE = 0x8058  # a type made at run time, in the heap
 #: where CPython 3.14's type object on wasm32 keeps these fields
 TP_NAME, TP_BASICSIZE, TP_FLAGS, TP_TRAVERSE, TP_INIT = 12, 16, 84, 92, 148
 NAMES = b"type\0ast.Load\0"  # at 0x1400: the types' names
@@ -139,11 +138,12 @@ def fused_like_module(*, anchor: bool = True, c_api: dict[str, str] | None = Non
     )""")
 
 
-def _type(meta: int, name: int, basicsize: int, flags: int, **slots: int) -> bytes:
-    """A type object (468 bytes, PyHeapTypeObject's size) of metatype ``meta``."""
+def _type(meta: int, name: int, basicsize: int, flags: int, slots: dict[int, int] | None = None) -> bytes:
+    """A type object (468 bytes, PyHeapTypeObject's size) of metatype ``meta``; ``slots`` maps
+    a field's offset to the table slot it holds."""
     words = bytearray(468)
-    for at, value in ((4, meta), (TP_NAME, name), (TP_BASICSIZE, basicsize), (TP_FLAGS, flags),
-                      *((globals()[k.upper()], v) for k, v in slots.items())):
+    fields = {4: meta, TP_NAME: name, TP_BASICSIZE: basicsize, TP_FLAGS: flags, **(slots or {})}
+    for at, value in fields.items():
         struct.pack_into("<I", words, at, value)
     return bytes(words)
 
@@ -154,7 +154,7 @@ def _heap(heap_type: bool = True) -> bytes:
     one freed with garbage left in it, and the top chunk up to the end of memory (2 pages) less
     dlmalloc's footer."""
     used = struct.pack("<II", 0, 0x40 | 1) + b"heap object".ljust(0x38, b"!")
-    made = (_type(TYPE_TYPE, 0x1405, 16, 1 << 12, tp_traverse=5, tp_init=6) if heap_type
+    made = (_type(TYPE_TYPE, 0x1405, 16, 1 << 12, {TP_TRAVERSE: 5, TP_INIT: 6}) if heap_type
             else bytes(468)).ljust(0x1E0 - 8, b"\0")
     typed = struct.pack("<II", 0, 0x1E0 | 1) + made
     freed = struct.pack("<II", 0, 0x80 | 1) + b"garbage!" * 15
