@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
 
 COROUTINE = types.CoroutineType
-_ACTION = Action
-_CONTINUE = 0
 _MAX_ACTION = 0xFFFFFFFF
 #: an ``awaits`` that allows no coroutine (the answer is needed at once, or nothing can resume)
 _REFUSE = -1
@@ -57,14 +55,7 @@ def entry_points(rt: Runtime) -> dict[str, Callable[..., Any]]:
     made: dict[str, Callable[..., Any]] = {}
     for name, spec in CALLBACK_SPECS.items():
         special = _SPECIAL.get(name)
-        if special is not None:
-            fn = special(rt)
-        elif spec.result == "action":
-            fn = _action_callback(rt, spec)
-        elif spec.result == "bool":
-            fn = _bool_callback(rt, spec)
-        else:
-            fn = _void_callback(rt, spec)
+        fn = special(rt) if special is not None else _from_table(rt, spec)
         fn.__name__ = fn.__qualname__ = name
         made[name] = fn
     made["create_stream_context"] = _create_stream_context(rt)
@@ -114,92 +105,74 @@ def _bool_answer(result: object, where: str) -> bool:
 
 
 # -- callbacks made from the table ------------------------------------------------------------
-# Each has the ABI's exact parameters (no *args), so the three arities are written out.
+# Each is compiled from a template with the ABI's parameters and the method's name written in,
+# as dataclasses writes __init__: ``ctx.on_response_headers(...)`` is one specialised attribute
+# load, where ``getattr(ctx, name)(...)`` would be a builtin call and a bound method made and
+# freed on every callback (1,300 wasm instructions per request, measured with costs.py's fuel).
+# They are compiled when a runtime's entry points are made: for a .wasm while ``pywasm build``
+# imports the plugin (the proxy's interpreter has no compiler), natively when a plugin loads.
 
-def _action_callback(rt: Runtime, spec: CallbackSpec) -> Callable[..., int]:
-    """A stream callback answering an Action (HTTP headers/body/trailers, TCP data)."""
-    # a stream without a context yet (the bridge does not enter Python to create one) is made here
-    contexts, where, resume = rt.contexts, spec.method, _awaits(spec)
-    arity = len(spec.params)
-    if arity == 1:
-        def callback(context_id: int) -> int:
-            rt.effective = context_id
-            try:
-                ctx = contexts.get(context_id)
-                r = getattr(ctx if ctx is not None else rt.lazy(context_id), where)()
-                if r is None:
-                    return _CONTINUE
-                return r if r.__class__ is _ACTION else _other_action(rt, r, context_id, resume, where)
-            except BaseException:
-                report(context_id, where)
-                return _CONTINUE
-    elif arity == 2:
-        def callback(context_id: int, size: int) -> int:  # type: ignore[misc]
-            rt.effective = context_id
-            try:
-                ctx = contexts.get(context_id)
-                r = getattr(ctx if ctx is not None else rt.lazy(context_id), where)(size)
-                if r is None:
-                    return _CONTINUE
-                return r if r.__class__ is _ACTION else _other_action(rt, r, context_id, resume, where)
-            except BaseException:
-                report(context_id, where)
-                return _CONTINUE
-    else:
-        assert arity == 3 and spec.params[2][1] == "bool", spec
-        def callback(context_id: int, size: int, end_of_stream: int) -> int:  # type: ignore[misc]
-            rt.effective = context_id
-            try:
-                ctx = contexts.get(context_id)
-                r = getattr(ctx if ctx is not None else rt.lazy(context_id), where)(size, end_of_stream)
-                if r is None:
-                    return _CONTINUE
-                return r if r.__class__ is _ACTION else _other_action(rt, r, context_id, resume, where)
-            except BaseException:
-                report(context_id, where)
-                return _CONTINUE
-    return callback
+_TEMPLATES = {
+    # a stream callback answering an Action (HTTP headers/body/trailers, TCP data); a stream
+    # without a context yet (the bridge does not enter Python to create one) gets it here
+    "action": """
+def {name}({params}):
+    rt.effective = context_id
+    try:
+        ctx = contexts.get(context_id)
+        r = (ctx if ctx is not None else rt.lazy(context_id)).{method}({args})
+        if r is None:
+            return 0
+        return r if r.__class__ is Action else other_action(rt, r, context_id, resume, where)
+    except BaseException:
+        report(context_id, where)
+        return 0
+""",
+    # on_done: a bool from any context
+    "bool": """
+def {name}({params}):
+    rt.effective = context_id
+    try:
+        return bool_answer(find(context_id).{method}({args}), where)
+    except BaseException:
+        report(context_id, where)
+        return True
+""",
+    # no answer: on_tick, on_queue_ready (root), on_log (any), the TCP connection closes
+    "void": """
+def {name}({params}):
+    rt.effective = context_id
+    try:
+        detached(rt, find(context_id).{method}({args}), context_id, where, resume)
+    except BaseException:
+        report(context_id, where)
+""",
+}
 
-
-def _bool_callback(rt: Runtime, spec: CallbackSpec) -> Callable[[int], bool]:
-    """on_done: a bool from any context."""
-    context, where = rt.context, spec.method
-    assert len(spec.params) == 1 and spec.context == "any", spec
-
-    def callback(context_id: int) -> bool:
-        rt.effective = context_id
-        try:
-            return _bool_answer(getattr(context(context_id), where)(), where)
-        except BaseException:
-            report(context_id, where)
-            return True
-
-    return callback
+#: how an ABI parameter reaches the method (by its name in the ABI; the rest as they come)
+_CONVERT = {"peer_type": "PeerType({})"}
 
 
-def _void_callback(rt: Runtime, spec: CallbackSpec) -> Callable[..., None]:
-    """A callback without an answer: on_tick, on_queue_ready (root), on_log (any context),
-    the TCP connection closes (with the peer as a PeerType)."""
-    where, resume = spec.method, _awaits(spec)
-    find = rt.root if spec.context == "root" else rt.context
-    if len(spec.params) == 1:
-        def callback(context_id: int) -> None:
-            rt.effective = context_id
-            try:
-                _detached(rt, getattr(find(context_id), where)(), context_id, where, resume)
-            except BaseException:
-                report(context_id, where)
-    else:
-        assert len(spec.params) == 2, spec
-        convert = PeerType if spec.params[1][0] == "peer_type" else int
-
-        def callback(context_id: int, value: int) -> None:  # type: ignore[misc]
-            rt.effective = context_id
-            try:
-                _detached(rt, getattr(find(context_id), where)(convert(value)), context_id, where, resume)
-            except BaseException:
-                report(context_id, where)
-    return callback
+def _from_table(rt: Runtime, spec: CallbackSpec) -> Callable[..., Any]:
+    """The entry point of a callback that the table describes completely."""
+    params = [name for name, _ in spec.params]
+    if params[0] not in ("context_id", "root_context_id"):
+        raise ValueError(f"{spec.name}: a callback's first parameter must be its context's id")
+    params[0] = "context_id"  # the template's name for it (the ABI calls a root's root_context_id)
+    scope: dict[str, Any] = {
+        "__name__": __name__, "rt": rt, "contexts": rt.contexts, "where": spec.method,
+        "resume": _awaits(spec), "find": rt.root if spec.context == "root" else rt.context,
+        "report": report, "Action": Action, "PeerType": PeerType, "other_action": _other_action,
+        "detached": _detached, "bool_answer": _bool_answer}
+    clash = set(params) & {*scope, "ctx", "r"}
+    if clash:
+        raise ValueError(f"{spec.name}: parameter {sorted(clash)} would hide a name of the template")
+    source = _TEMPLATES[spec.result or "void"].format(
+        name=spec.name, params=", ".join(params), method=spec.method,
+        args=", ".join(_CONVERT.get(p, "{}").format(p) for p in params[1:]))
+    exec(compile(source, f"<{__name__}: {spec.name}>", "exec"), scope)  # noqa: S102 - our template
+    made: Callable[..., Any] = scope[spec.name]
+    return made
 
 
 # -- callbacks the SDK handles itself ----------------------------------------------------------

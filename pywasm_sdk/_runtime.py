@@ -20,6 +20,7 @@ bridge may call itself), and :meth:`Runtime.forget_contexts` drops many at once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import repeat
 
 from . import _boundary, _dispatch, callouts, hostcalls, log
 from ._abi import CALLBACK_SPECS, LogLevel
@@ -234,7 +235,8 @@ class Runtime:
         """How ``root`` makes the context of a new stream and records it. Every stream's first
         callback runs this (lazy creation), so the common case (a declared ``http_context`` or
         ``stream_context`` and the default factory) costs one frame: the class's own __init__.
-        While a factory runs the stream has NO_CONTEXT, which it keeps if the factory raises."""
+        A stream whose factory raises is given NO_CONTEXT (only then: a try costs nothing in
+        CPython until it catches, where a dict store before each factory ran on every stream)."""
         contexts, cls = self.contexts, type(root)
         http = cls.http_context is not None or cls.new_http_context is not RootContext.new_http_context
         tcp = cls.stream_context is not None or cls.new_stream_context is not RootContext.new_stream_context
@@ -243,16 +245,22 @@ class Runtime:
                    else cls.new_stream_context is RootContext.new_stream_context)
         if not (http and tcp) and declared is not None and default:
             def make_declared(context_id: int) -> Context:
-                contexts[context_id] = NO_CONTEXT
-                ctx = contexts[context_id] = declared(context_id, root)
+                try:
+                    ctx = contexts[context_id] = declared(context_id, root)
+                except BaseException:
+                    contexts[context_id] = NO_CONTEXT
+                    raise
                 return ctx
             return make_declared
 
         factory = self._stream_factory(root, http, tcp)
 
         def make(context_id: int) -> Context:
-            contexts[context_id] = NO_CONTEXT
-            ctx = contexts[context_id] = factory(context_id)
+            try:
+                ctx = contexts[context_id] = factory(context_id)
+            except BaseException:
+                contexts[context_id] = NO_CONTEXT
+                raise
             return ctx
         return make
 
@@ -272,36 +280,42 @@ class Runtime:
     def delete_context(self, context_id: int) -> None:
         """The host is done with a context: forget it and what waits for it, then on_delete."""
         ctx = self.contexts.pop(context_id, None)
-        if self.roots.pop(context_id, None) is not None:
-            self.factories.pop(context_id, None)
-            self._roots_changed()
+        self._forget_root(context_id)
         self.calls.forget_context(context_id)
         if ctx is not None and ctx is not NO_CONTEXT:
             _run_on_delete(ctx)
 
+    def _forget_root(self, context_id: int) -> None:
+        if self.roots.pop(context_id, None) is not None:
+            self.factories.pop(context_id, None)
+            self._roots_changed()
+
     def forget_contexts(self, context_ids: list[int]) -> None:
         """Delete many contexts at once (what the host's proxy_on_delete does for one). The host
         is not calling on these contexts now: their on_delete cannot reach the host for them."""
-        contexts = self.contexts
-        if not self.calls.idle() or self.roots.keys() & context_ids:
+        if not self.calls.idle():
             for context_id in context_ids:
                 try:
                     self.delete_context(context_id)
                 except BaseException:
                     _boundary.report(context_id, "on_delete")
             return
-        # the common case, kept cheap (the bridge delivers a batch every 32 streams): streams
-        # with nothing waiting for them are dropped at once, and on_delete runs for those whose
-        # class has one of its own, tested once per class in the batch rather than per stream
-        gone = [contexts.pop(context_id, None) for context_id in context_ids]
+        # the common case, kept cheap (the bridge delivers a batch every 32 streams): with no
+        # call waiting, the contexts are dropped at once (map runs its loop in C, where a
+        # comprehension would run bytecode for each), then visited again only if their class
+        # has an on_delete of its own or is a root's (the bridge batches streams only, but
+        # another caller may not), tested once per class in the batch rather than per context
+        gone = list(map(self.contexts.pop, context_ids, repeat(None)))
         # _overrides(cls, Context, "on_delete") written out: a call per class is about 1,500
         # wasm instructions (+100 per stream at a batch of 32, measured with costs.py's fuel)
-        observe = {cls for cls in {ctx.__class__ for ctx in gone}
-                   if getattr(cls, "on_delete", Context.on_delete) is not Context.on_delete}
+        observe = {cls for cls in set(map(type, gone))
+                   if getattr(cls, "on_delete", Context.on_delete) is not Context.on_delete
+                   or issubclass(cls, RootContext)}
         if observe:
             for context_id, ctx in zip(context_ids, gone):
                 if ctx is not None and ctx.__class__ in observe:
                     try:
+                        self._forget_root(context_id)
                         _run_on_delete(ctx)
                     except BaseException:
                         _boundary.report(context_id, "on_delete")

@@ -730,6 +730,32 @@ def test_stream_contexts_can_be_made_lazily_and_forgotten_in_bulk(tmp_path):
         assert not host.logs.find("raised")
 
 
+def test_forgetting_in_bulk_a_root_among_the_streams_forgets_it_as_proxy_on_delete_would(tmp_path):
+    """The bridge batches streams only; given a root too, forget_contexts forgets it fully: gone
+    from the roots with its stream factory, its on_delete run, lazy creation refusing to guess."""
+    (tmp_path / "roots.py").write_text(
+        "from pywasm_sdk import HttpContext, RootContext, register\n"
+        "class Plain(HttpContext):\n"
+        "    pass\n"
+        "class Root(RootContext):\n"
+        "    http_context = Plain\n"
+        "    deleted = []\n"
+        "    def on_delete(self):\n"
+        "        self.deleted.append(self.context_id)\n"
+        "register(Root)\n")
+    with MockHost.from_plugin(tmp_path / "roots.py") as host:
+        stream = host.http_stream()
+        stream.send_request_headers(request("/"))
+        runtime, root_id = host._guest.runtime, host.root_context_id
+        root = runtime.roots[root_id]
+        assert runtime.lazy != runtime.stream  # one root: its maker
+        with host._guest._sandbox:
+            runtime.entry_points()["forget_contexts"]([stream.context_id, root_id])
+        assert not ({stream.context_id, root_id} & (runtime.contexts.keys() | runtime.roots.keys()))
+        assert root_id not in runtime.factories and runtime.lazy == runtime.stream
+        assert root.deleted == [root_id] and not host.logs.find("raised")
+
+
 def test_forgetting_in_bulk_runs_on_delete_per_class_and_survives_one_that_raises(tmp_path):
     """A batch of streams of several classes (a custom factory's): plain ones are dropped,
     on_delete runs for the others, and one that raises is logged without stopping the rest."""
