@@ -219,7 +219,7 @@ def wasmtime_rounds(modules: Mapping[str, Path], *, streams: int, block: int,
     from ...testing.cache import ModuleCache, default_directory
 
     say = progress or (lambda _m: None)
-    cache = ModuleCache(default_directory() / "fuel-metered", fuel=_FUEL)
+    cache = ModuleCache(default_directory() / "fuel-metered", fuel=FUEL)
     guests, hosts = {}, {}
     try:
         for name, path in modules.items():
@@ -227,12 +227,12 @@ def wasmtime_rounds(modules: Mapping[str, Path], *, streams: int, block: int,
             guests[name] = WasmGuest(path, cache=cache, name=name)
             hosts[name] = MockHost.from_guest(guests[name])
         for name, host in hosts.items():  # the job is done, as in Envoy
-            added = sorted(n for n, _ in _one_stream(host) if n.startswith(("x-cost-", "x-served-by")))
+            added = sorted(n for n, _ in one_stream(host) if n.startswith(("x-cost-", "x-served-by")))
             if added != sorted(expected_headers(name)):
                 raise RuntimeError(f"wasmtime: {name} added response headers {added}, "
                                    f"expected {expected_headers(name)}")
             for _ in range(40):  # warm-up: past the first batch of deletes
-                _one_stream(host)
+                one_stream(host)
         rounds = math.ceil(streams / block)
         cpu: dict[str, list[float]] = {name: [] for name in hosts}
         fuel: dict[str, list[float]] = {name: [] for name in hosts}
@@ -244,7 +244,7 @@ def wasmtime_rounds(modules: Mapping[str, Path], *, streams: int, block: int,
                 host, guest = hosts[name], guests[name]
                 f0, t0 = guest.fuel_left, time.process_time_ns()
                 for _ in range(block):
-                    _one_stream(host)
+                    one_stream(host)
                 t1, f1 = time.process_time_ns(), guest.fuel_left
                 cpu[name].append((t1 - t0) / 1e3 / block)
                 fuel[name].append((f0 - f1) / block)  # type: ignore[operator]
@@ -282,11 +282,11 @@ def wasmtime_profile(wasm: Path, *, streams: int, folder: Path,
     host = MockHost.from_guest(WasmGuest(wasm, cache=ModuleCache(None, wasmtime.Engine(config))))
     try:
         for _ in range(100):
-            _one_stream(host)
+            one_stream(host)
         say(f"wasmtime profile: perf record of {streams} streams")
         with profile.PerfRecord(os.getpid(), folder / "wasmtime.perf"):
             for _ in range(streams):
-                _one_stream(host)
+                one_stream(host)
         rows = profile.report(folder / "wasmtime.perf")
     finally:
         host.close()
@@ -305,14 +305,16 @@ _PROFILE_ROWS = 25
 
 
 #: fuel each instance starts with: far more than any run uses (about 10^5 per stream)
-_FUEL = 1 << 62
+FUEL = 1 << 62
 
 
 _REQUEST = [(":method", "GET"), (":path", "/bench"), (":authority", "bench"), (":scheme", "http")]
 _RESPONSE = [(":status", "200"), ("content-length", "2")]
 
 
-def _one_stream(host: Any) -> list[tuple[str, str]]:
+def one_stream(host: Any) -> list[tuple[str, str]]:
+    """One HTTP stream through a mock host as Envoy runs it (request and response headers, the
+    end); the response headers it ended with."""
     stream = host.http_stream()
     stream.send_request_headers(_REQUEST, end_of_stream=True)
     stream.send_response_headers(_RESPONSE, end_of_stream=True)
