@@ -3,7 +3,8 @@
 Rule of this module: every entry point is made here from ``CALLBACK_SPECS`` (generated from the
 ``callbacks`` of abi/proxy_wasm.yaml: parameters, context kind, method, answer kind, what
 awaiting means), with exactly the ABI's parameters, and none of them ever raises. What differs
-between callbacks is data in that table; the few the SDK handles itself (context creation and
+between callbacks is data in that table, written into one of three templates (for an answer
+that is an Action, a bool, or nothing); the few the SDK handles itself (context creation and
 deletion, the VM's start and configuration, the answers to calls) are written out below.
 Nothing is looked up per call that can be looked up once.
 
