@@ -286,6 +286,7 @@ class Runtime:
             _run_on_delete(ctx)
 
     def _forget_root(self, context_id: int) -> None:
+        """If ``context_id`` is a root's: its stream factory goes too, and lazy creation is decided again."""
         if self.roots.pop(context_id, None) is not None:
             self.factories.pop(context_id, None)
             self._roots_changed()
@@ -313,7 +314,7 @@ class Runtime:
                    or issubclass(cls, RootContext)}
         if observe:
             for context_id, ctx in zip(context_ids, gone):
-                if ctx is not None and ctx.__class__ in observe:
+                if ctx is not None and type(ctx) in observe:
                     try:
                         self._forget_root(context_id)
                         _run_on_delete(ctx)
