@@ -192,6 +192,9 @@ class NativeGuest:
         except BuildError as exc:
             raise PluginLoadError(str(exc)) from None
         self._abi = abi_mod.load()
+        #: callback -> positions of its bool parameters (end_of_stream), made bools as the bridge does
+        self._bools = {name: frozenset(i for i, p in enumerate(cb.params) if p.type == "bool")
+                       for name, cb in self._abi.callbacks.items()}
         self._exports: frozenset[str] = frozenset()
         self._callbacks: dict[str, Callable[..., Any]] | None = None
         #: the SDK runtime of this plugin (registrations, contexts, calls)
@@ -247,11 +250,11 @@ class NativeGuest:
     def call(self, name: str, args: tuple[int, ...]) -> int | None:
         if self._callbacks is None:
             raise HostMisuseError(f"the native plugin {self.source.main_file} is closed")
-        # a bool parameter (end_of_stream) arrives as a bool, as the bridge makes it (PyBool_FromLong)
-        params = self._abi.callbacks[name].params
-        called = tuple(bool(a) if p.type == "bool" else a for p, a in zip(params, args)) + args[len(params):]
+        bools = self._bools[name]  # end_of_stream as a bool, as the bridge makes it (PyBool_FromLong)
+        if bools:
+            args = tuple(bool(a) if i in bools else a for i, a in enumerate(args))
         with self._sandbox:  # print/stderr/logging go to the proxy log, as in the .wasm
-            result = self._callbacks[name](*called)
+            result = self._callbacks[name](*args)
         return self._check_result(name, args[0] if args else 0, result)
 
     def _check_result(self, name: str, context_id: int, result: Any) -> int | None:

@@ -417,7 +417,7 @@ class _Linker:
         if keep_names:
             names = {final[n_host + i]: name for i, name in self.names.items() if live[n_host + i]}
             out.customs.append(("name", name_section(names)))
-        origins = prune.code_origins(self.plan, kept, self._called_by_bridges())
+        origins = prune.code_origins(self.plan, kept)
         origins["pywasm bridge"] = sum(len(a.body) for n, a in enumerate(self.added)
                                        if live[n_host + n_fused + n])
         self.report.code_origins = origins

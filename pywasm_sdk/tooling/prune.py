@@ -102,6 +102,7 @@ class Plan:
     candidates: set[int] = field(default_factory=set)  # what was considered for removal
     graph: _Graph | None = field(default=None, repr=False)
     inits: dict[str, int] = field(default_factory=dict)  # builtin module -> its PyInit function
+    entry_points: list[int] = field(default_factory=list)  # the functions the bridges call
 
 
 class _Graph:
@@ -336,10 +337,10 @@ def _is_type(name: bytes, flags: int, basicsize: int) -> bool:
 
 def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, table: int,
          keep_modules: set[str], keep_compiler: bool, type_type: int,
-         entry_points: Iterable[int] = ()) -> Plan:
+         entry_points: Iterable[int]) -> Plan:
     """What to remove from a fused module (indices of its defined functions); ``type_type`` is
     the address of ``PyType_Type``, ``entry_points`` the functions the bridges call."""
-    result = Plan()
+    result = Plan(entry_points=sorted(set(entry_points)))
     by_name: dict[str, int] = {}
     for i, n in names.items():
         by_name.setdefault(n, i)
@@ -374,7 +375,7 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
 
     init_slots: dict[int, int | None] = {s: None for s, f in enumerate(g.slots) if f in removed_inits}
     result.module_inits = {s: names[g.slots[s]][len("PyInit_"):] for s in init_slots}  # type: ignore[index]
-    rest = [f for f in range(len(mod.codes)) if f not in candidates] + sorted(entry_points)
+    rest = [f for f in range(len(mod.codes)) if f not in candidates] + result.entry_points
     roots = heap_roots(memory, heap_base, type_type, g.static, g.size)
     rest += sorted({f for s in roots.slots if s not in init_slots and (f := g.slots[s]) is not None})
     root_objects = {o for a in roots.addresses if (o := g.object(a)) is not None}
@@ -401,9 +402,7 @@ def plan(mod: Module, names: dict[int, str], memory: bytes, heap_base: int, tabl
     return result
 
 
-
-
-def code_origins(plan: Plan, kept: Mapping[int, int], entry_points: list[int]) -> dict[str, int]:
+def code_origins(plan: Plan, kept: Mapping[int, int]) -> dict[str, int]:
     """Bytes of code of the kept functions (function -> bytes of its body) by where they come
     from: each builtin C module the
     plugin uses (what only its ``PyInit`` reaches), componentize-py's runtime, and the rest of
@@ -412,7 +411,7 @@ def code_origins(plan: Plan, kept: Mapping[int, int], entry_points: list[int]) -
     if g is None:
         return {}
     no_inits: dict[int, int | None] = {s: None for s, f in enumerate(g.slots) if f in set(plan.inits.values())}
-    core, _ = g.closure(entry_points, no_inits, set(plan.compiler))
+    core, _ = g.closure(plan.entry_points, no_inits, set(plan.compiler))
     owner: dict[int, str] = {}
     for module, init in sorted(plan.inits.items()):
         if module in plan.modules:
@@ -423,7 +422,7 @@ def code_origins(plan: Plan, kept: Mapping[int, int], entry_points: list[int]) -
     sizes: dict[str, int] = {}
     for f in kept:
         name = g.names.get(f, "")
-        origin = ("componentize-py runtime (unused, Rust)" if _RUNTIME.search(name)
-                  else owner.get(f, "CPython core and libc"))
+        origin = ("componentize-py runtime (what CPython or the bridges reach)"
+                  if _RUNTIME.search(name) else owner.get(f, "CPython core and libc"))
         sizes[origin] = sizes.get(origin, 0) + kept[f]
     return dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
